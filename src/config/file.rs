@@ -1,0 +1,167 @@
+//! The configuration file as written: serde types mirroring the TOML keys.
+//! Unknown keys are errors, so a typo never silently falls back to a default.
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct File {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub dns: Dns,
+    #[serde(default)]
+    pub tls: Tls,
+    #[serde(default)]
+    pub domains: Domains,
+    #[serde(default)]
+    pub senders: Senders,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<Route>,
+}
+
+/// `listen` takes one address or a list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Option<OneOrMany>,
+    pub path: Option<String>,
+    pub origin: Option<String>,
+    #[serde(default)]
+    pub tls: Vec<TlsListener>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListener {
+    pub listen: String,
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    #[serde(default)]
+    pub nameservers: Vec<String>,
+    #[serde(default)]
+    pub strip_subdomains: bool,
+    pub negative_ttl_secs: Option<u64>,
+    pub max_ttl_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub ca_file: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Domains {
+    #[serde(default)]
+    pub local: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Senders {
+    pub allow: Option<Vec<String>>,
+    pub secret_header: Option<String>,
+    pub shared_secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_content_length: Option<u64>,
+    pub max_recipients: Option<u64>,
+    pub max_instances: Option<u64>,
+    pub min_date_time: Option<String>,
+    pub max_date_time: Option<String>,
+    pub max_redirects: Option<u64>,
+    pub max_response_bytes: Option<u64>,
+    pub inline_attachments: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    pub connect_secs: Option<f64>,
+    pub receiver_secs: Option<f64>,
+    pub request_secs: Option<f64>,
+    pub dns_secs: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Capabilities {
+    pub administrator: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub domain: Option<String>,
+    pub address: Option<String>,
+    pub to: Option<String>,
+}
+
+/// Syntax and shape errors, with the key path serde was in and the line.
+pub fn parse(text: &str, source: &str) -> Result<File, ConfigError> {
+    let de = toml::de::Deserializer::parse(text).map_err(|e| syntax_error(source, text, &e))?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let why = inner.message().to_string();
+        let at = inner
+            .span()
+            .map(|s| format!(" (line {})", line_of(text, s.start)))
+            .unwrap_or_default();
+        ConfigError {
+            file: source.to_string(),
+            key: if key == "." { String::new() } else { key },
+            why: format!("{why}{at}"),
+        }
+    })
+}
+
+fn syntax_error(source: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let at = e
+        .span()
+        .map(|s| format!(" (line {})", line_of(text, s.start)))
+        .unwrap_or_default();
+    ConfigError {
+        file: source.to_string(),
+        key: String::new(),
+        why: format!("TOML syntax: {}{at}", e.message()),
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).unwrap_or(text).matches('\n').count() + 1
+}

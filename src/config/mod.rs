@@ -1,0 +1,184 @@
+//! Configuration: the TOML file an admin writes, checked once at start-up
+//! into typed values, so the rest of the bridge never sees a bad setting.
+//!
+//! Every error names the file, the key and why, because an admin editing
+//! rules at 2 a.m. should not have to guess which line broke the bridge.
+
+mod file;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use url::Url;
+
+use crate::ischedule::CalAddress;
+use crate::itip::Stamp;
+
+pub use validate::ConfigError;
+
+/// The embedded default configuration, used by `serve` without `--config`.
+pub const DEFAULT_TOML: &str = include_str!("../../bridge-rules/default.toml");
+/// How the embedded default is named in messages.
+pub const DEFAULT_NAME: &str = "bridge-rules/default.toml (embedded)";
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from, for messages and `check`.
+    pub source: String,
+    pub server: Server,
+    pub dns: Dns,
+    pub tls: Tls,
+    pub local_domains: Vec<String>,
+    pub senders: Senders,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub administrator: Option<String>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub tls: Vec<TlsListener>,
+    /// The receiver path served besides `/.well-known/ischedule`.
+    pub path: String,
+    /// Where requests that are not iSchedule go, unchanged.
+    pub origin: Option<Url>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsListener {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Dns {
+    /// Empty: the system resolver configuration.
+    pub nameservers: Vec<SocketAddr>,
+    pub strip_subdomains: bool,
+    /// Upper bound for caching "no receiver" answers.
+    pub negative_ttl: Duration,
+    /// Upper bound for caching any answer, whatever its TTL says.
+    pub max_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Tls {
+    /// Extra CA certificates trusted for receivers, on top of the system roots.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Senders {
+    pub allow: Vec<IpNet>,
+    pub secret_header: String,
+    pub shared_secret: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_content_length: u64,
+    pub max_recipients: usize,
+    pub max_instances: Option<u64>,
+    pub min_date_time: Option<Stamp>,
+    pub max_date_time: Option<Stamp>,
+    pub max_redirects: usize,
+    /// Receivers answering more than this are cut off (a schedule-response
+    /// with calendar-data for many recipients is the largest legitimate one).
+    pub max_response_bytes: usize,
+    pub inline_attachments: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Timeouts {
+    pub connect: Duration,
+    /// One request to one receiver, connect to last byte.
+    pub receiver: Duration,
+    /// A whole inbound POST, fan-out included.
+    pub request: Duration,
+    pub dns: Duration,
+}
+
+/// A static route: first match wins, before any DNS lookup.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub matcher: RouteMatch,
+    pub to: Url,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteMatch {
+    /// A whole domain (and its sub-domains when written `*.example.com`).
+    Domain {
+        name: String,
+        subdomains: bool,
+    },
+    Address(CalAddress),
+}
+
+impl RouteMatch {
+    pub fn matches(&self, address: &CalAddress) -> bool {
+        match self {
+            RouteMatch::Address(a) => a == address,
+            RouteMatch::Domain { name, subdomains } => address.domain().is_some_and(|d| {
+                d == *name
+                    || (*subdomains
+                        && d.strip_suffix(name.as_str())
+                            .is_some_and(|p| p.ends_with('.')))
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for RouteMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteMatch::Address(a) => write!(f, "address {a}"),
+            RouteMatch::Domain {
+                name,
+                subdomains: true,
+            } => write!(f, "domain *.{name}"),
+            RouteMatch::Domain { name, .. } => write!(f, "domain {name}"),
+        }
+    }
+}
+
+impl Config {
+    /// Loads and validates a file; relative paths in it are taken from the
+    /// file's folder.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            key: String::new(),
+            why: format!("cannot read: {e}"),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// The embedded default.
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(DEFAULT_TOML, DEFAULT_NAME, Path::new("."))
+    }
+
+    pub fn parse(text: &str, source: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw = file::parse(text, source)?;
+        validate::validate(raw, source, base)
+    }
+
+    /// Is this a domain whose users the bridge serves?
+    pub fn is_local(&self, address: &CalAddress) -> bool {
+        address
+            .domain()
+            .is_some_and(|d| self.local_domains.contains(&d))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,161 @@
+//! DNS I/O: SRV, TXT and address lookups through hickory.
+//!
+//! Answers are cached by hickory itself, positive ones for their TTL and
+//! negative ones for the SOA minimum, both capped by `[dns]` settings, so a
+//! busy bridge asks DNS once per TTL and a missing record is not asked for
+//! on every POST.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
+use hickory_resolver::proto::rr::RData;
+use hickory_resolver::TokioResolver;
+
+use super::srv::SrvRecord;
+use crate::config;
+
+/// A lookup that failed for a reason other than "no such record": the
+/// answer is unknown, so nothing may be concluded from it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("DNS lookup of {name} failed: {reason}")]
+pub struct DnsFailure {
+    pub name: String,
+    pub reason: String,
+}
+
+/// The TXT `path=` key next to an SRV record (spec 6.2, RFC 6763 section 6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxtPath {
+    pub path: String,
+    pub ttl: u32,
+}
+
+pub struct DnsResolver {
+    inner: TokioResolver,
+}
+
+impl DnsResolver {
+    pub fn new(dns: &config::Dns, timeout: Duration) -> Result<DnsResolver, DnsFailure> {
+        let failure = |e: NetError| DnsFailure {
+            name: "resolver configuration".into(),
+            reason: e.to_string(),
+        };
+        let mut builder = if dns.nameservers.is_empty() {
+            TokioResolver::builder_tokio().map_err(failure)?
+        } else {
+            let servers = dns.nameservers.iter().map(name_server).collect();
+            TokioResolver::builder_with_config(
+                ResolverConfig::from_parts(None, vec![], servers),
+                TokioRuntimeProvider::default(),
+            )
+        };
+        let opts = builder.options_mut();
+        opts.timeout = timeout;
+        opts.attempts = 2;
+        opts.positive_max_ttl = Some(dns.max_ttl);
+        opts.negative_max_ttl = Some(dns.negative_ttl.min(dns.max_ttl));
+        Ok(DnsResolver {
+            inner: builder.build().map_err(failure)?,
+        })
+    }
+
+    /// `Ok(None)` when the name has no SRV records (NXDOMAIN or NODATA).
+    pub async fn srv(&self, name: &str) -> Result<Option<Vec<SrvRecord>>, DnsFailure> {
+        let Some(lookup) = absent_is_none(name, self.inner.srv_lookup(fqdn(name)).await)? else {
+            return Ok(None);
+        };
+        let records: Vec<SrvRecord> = lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::SRV(srv) => Some(SrvRecord {
+                    priority: srv.priority,
+                    weight: srv.weight,
+                    port: srv.port,
+                    target: host_text(&srv.target.to_ascii()),
+                    ttl: r.ttl,
+                }),
+                _ => None,
+            })
+            .collect();
+        Ok((!records.is_empty()).then_some(records))
+    }
+
+    /// The `path=` value of the TXT records at `name`, if any.
+    pub async fn txt_path(&self, name: &str) -> Result<Option<TxtPath>, DnsFailure> {
+        let Some(lookup) = absent_is_none(name, self.inner.txt_lookup(fqdn(name)).await)? else {
+            return Ok(None);
+        };
+        Ok(lookup.answers().iter().find_map(|r| match &r.data {
+            RData::TXT(txt) => txt.txt_data.iter().find_map(|s| {
+                let s = std::str::from_utf8(s).ok()?;
+                let (key, value) = s.split_once('=')?;
+                (key.eq_ignore_ascii_case("path") && value.starts_with('/')).then(|| TxtPath {
+                    path: value.to_string(),
+                    ttl: r.ttl,
+                })
+            }),
+            _ => None,
+        }))
+    }
+
+    /// Addresses of a host; an IP literal is returned as is.
+    pub async fn ips(&self, host: &str) -> Result<Vec<IpAddr>, DnsFailure> {
+        if let Ok(ip) = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
+            return Ok(vec![ip]);
+        }
+        match absent_is_none(host, self.inner.lookup_ip(fqdn(host)).await)? {
+            Some(lookup) => Ok(lookup.iter().collect()),
+            None => Ok(vec![]),
+        }
+    }
+}
+
+fn name_server(addr: &SocketAddr) -> NameServerConfig {
+    let connection = |mut c: ConnectionConfig| {
+        c.port = addr.port();
+        c
+    };
+    NameServerConfig::new(
+        addr.ip(),
+        true,
+        vec![
+            connection(ConnectionConfig::udp()),
+            connection(ConnectionConfig::tcp()),
+        ],
+    )
+}
+
+/// Names from calendar addresses are absolute: never apply search domains.
+fn fqdn(name: &str) -> String {
+    if name.ends_with('.') {
+        name.to_string()
+    } else {
+        format!("{name}.")
+    }
+}
+
+fn host_text(name: &str) -> String {
+    match name.trim_end_matches('.') {
+        "" => ".".to_string(),
+        host => host.to_ascii_lowercase(),
+    }
+}
+
+fn absent_is_none<T>(name: &str, result: Result<T, NetError>) -> Result<Option<T>, DnsFailure> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_no_records_found() || e.is_nx_domain() => Ok(None),
+        Err(e) => Err(DnsFailure {
+            name: name.to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}

@@ -1,0 +1,250 @@
+//! Byte-faithful edits of iCalendar content lines.
+//!
+//! The bridge forwards the sender's calendar data untouched, except where a
+//! fan-out has to narrow it (a VFREEBUSY request split per receiver must name
+//! only that receiver's recipients, spec clause 5.1). Edits here therefore
+//! work on the raw text: whole content lines, with their folded continuation
+//! lines and line endings, are dropped or kept as they are, and nothing is
+//! ever re-serialised.
+
+use std::borrow::Cow;
+
+use crate::ischedule::CalAddress;
+
+/// For VFREEBUSY fan-out: remove every ATTENDEE content line (including its
+/// folded continuation lines) whose value is not in `keep`; every other byte
+/// stays exactly as it was.
+///
+/// ATTENDEE values that are not calendar user addresses at all cannot be in
+/// `keep`, so they are removed too.
+pub fn retain_attendees(body: &str, keep: &[CalAddress]) -> String {
+    let mut out = String::with_capacity(body.len());
+    for line in content_lines(body) {
+        if !is_unwanted_attendee(&line.unfolded(), keep) {
+            out.push_str(line.raw);
+        }
+    }
+    out
+}
+
+fn is_unwanted_attendee(line: &str, keep: &[CalAddress]) -> bool {
+    if !property_name(line).eq_ignore_ascii_case("ATTENDEE") {
+        return false;
+    }
+    let Some(colon) = value_separator(line) else {
+        return true;
+    };
+    CalAddress::parse(&line[colon + 1..]).map_or(true, |addr| !keep.contains(&addr))
+}
+
+/// The name of an unfolded content line: everything before the first `;`
+/// (parameters follow) or `:` (the value follows).
+pub(crate) fn property_name(line: &str) -> &str {
+    line.split([';', ':']).next().unwrap_or_default()
+}
+
+/// Byte index of the `:` that separates an unfolded content line's name and
+/// parameters from its value.
+///
+/// Quoted parameter values may themselves contain `:` and `;` (RFC 5545
+/// section 3.2, e.g. `CN="Doe, J: x"`), so a colon only counts outside
+/// double quotes. `None` when there is no such colon, which makes the line
+/// malformed.
+fn value_separator(line: &str) -> Option<usize> {
+    let mut quoted = false;
+    for (i, b) in line.bytes().enumerate() {
+        match b {
+            b'"' => quoted = !quoted,
+            b':' if !quoted => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// One content line exactly as written: its first physical line and every
+/// folded continuation line, each with its own line ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RawContentLine<'a> {
+    raw: &'a str,
+}
+
+impl<'a> RawContentLine<'a> {
+    /// The logical line (RFC 5545 section 3.1): line endings removed, and
+    /// the single space or tab that starts each continuation dropped.
+    fn unfolded(&self) -> Cow<'a, str> {
+        let mut physical = self.raw.split_inclusive('\n').map(strip_line_ending);
+        let first = physical.next().unwrap_or_default();
+        let mut rest = physical.peekable();
+        if rest.peek().is_none() {
+            return Cow::Borrowed(first);
+        }
+        let mut line = first.to_string();
+        for continuation in rest {
+            line.push_str(continuation.get(1..).unwrap_or_default());
+        }
+        Cow::Owned(line)
+    }
+}
+
+fn strip_line_ending(line: &str) -> &str {
+    let line = line.strip_suffix('\n').unwrap_or(line);
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
+/// Splits `body` into content lines without losing a byte: concatenating
+/// the `raw` of every item gives `body` back.
+fn content_lines(body: &str) -> impl Iterator<Item = RawContentLine<'_>> {
+    let mut rest = body;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = content_line_end(rest);
+        let (raw, tail) = rest.split_at(end);
+        rest = tail;
+        Some(RawContentLine { raw })
+    })
+}
+
+/// Length of the first content line of `text`: up to and including the
+/// first line ending that is not followed by a space or tab (a fold).
+fn content_line_end(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    let mut from = 0;
+    while let Some(nl) = bytes[from..].iter().position(|&b| b == b'\n') {
+        let next = from + nl + 1;
+        if !matches!(bytes.get(next), Some(b' ' | b'\t')) {
+            return next;
+        }
+        from = next;
+    }
+    text.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<CalAddress> {
+        list.iter().map(|a| CalAddress::parse(a).unwrap()).collect()
+    }
+
+    const FREEBUSY_CRLF: &str = "BEGIN:VCALENDAR\r\n\
+        VERSION:2.0\r\n\
+        METHOD:REQUEST\r\n\
+        BEGIN:VFREEBUSY\r\n\
+        ORGANIZER:mailto:bernard@example.com\r\n\
+        UID:34222-232@example.com\r\n\
+        ATTENDEE;CN=Cyrus Daboo:mailto:cyrus@example.org\r\n\
+        ATTENDEE;CN=\"Douglass, M: x;y\":mailto:mike@example.org\r\n\
+        ATTENDEE;CN=Long Name;ROLE=REQ-PARTICIPANT:mai\r\n lto:long@example.net\r\n\
+        END:VFREEBUSY\r\n\
+        END:VCALENDAR\r\n";
+
+    #[test]
+    fn keeping_everyone_changes_nothing() {
+        let keep = addrs(&[
+            "mailto:cyrus@example.org",
+            "mailto:mike@example.org",
+            "mailto:long@example.net",
+        ]);
+        assert_eq!(retain_attendees(FREEBUSY_CRLF, &keep), FREEBUSY_CRLF);
+    }
+
+    #[test]
+    fn removes_a_folded_attendee_with_its_continuation_crlf() {
+        let keep = addrs(&["mailto:cyrus@example.org", "mailto:mike@example.org"]);
+        let expected = FREEBUSY_CRLF.replace(
+            "ATTENDEE;CN=Long Name;ROLE=REQ-PARTICIPANT:mai\r\n lto:long@example.net\r\n",
+            "",
+        );
+        assert_eq!(retain_attendees(FREEBUSY_CRLF, &keep), expected);
+    }
+
+    #[test]
+    fn removes_attendees_in_lf_input_keeping_lf() {
+        let lf = FREEBUSY_CRLF.replace("\r\n", "\n");
+        let keep = addrs(&["MAILTO:Long@Example.NET"]);
+        let expected = lf
+            .replace("ATTENDEE;CN=Cyrus Daboo:mailto:cyrus@example.org\n", "")
+            .replace(
+                "ATTENDEE;CN=\"Douglass, M: x;y\":mailto:mike@example.org\n",
+                "",
+            );
+        let out = retain_attendees(&lf, &keep);
+        assert_eq!(out, expected);
+        assert!(!out.contains('\r'));
+        assert!(out.contains("mai\n lto:long@example.net\n"));
+    }
+
+    #[test]
+    fn quoted_cn_with_colon_does_not_hide_the_value() {
+        let keep = addrs(&["mailto:mike@example.org"]);
+        let out = retain_attendees(FREEBUSY_CRLF, &keep);
+        assert!(out.contains("ATTENDEE;CN=\"Douglass, M: x;y\":mailto:mike@example.org\r\n"));
+        assert!(!out.contains("cyrus@example.org"));
+        assert!(!out.contains("long@example.net"));
+        // A CN that looks like the kept address does not keep the line.
+        let decoy = "ATTENDEE;CN=\"mailto:mike@example.org\":mailto:eve@example.org\r\n";
+        assert_eq!(retain_attendees(decoy, &keep), "");
+    }
+
+    #[test]
+    fn other_lines_stay_byte_for_byte() {
+        let body = "BEGIN:VCALENDAR\r\nX-MIXED:lf only\nDESCRIPTION:folded\r\n  text\r\n\
+                    attendee;cn=x:MAILTO:Gone@Example.org\r\n  \r\nORGANIZER:mailto:o@x.org\r\n\
+                    END:VCALENDAR";
+        let out = retain_attendees(body, &[]);
+        assert_eq!(
+            out,
+            "BEGIN:VCALENDAR\r\nX-MIXED:lf only\nDESCRIPTION:folded\r\n  text\r\n\
+             ORGANIZER:mailto:o@x.org\r\nEND:VCALENDAR"
+        );
+    }
+
+    #[test]
+    fn attendee_name_folded_mid_word_is_recognised() {
+        let body = "UID:1\nATT\n ENDEE:mailto:a@x.org\nUID:2\n";
+        assert_eq!(retain_attendees(body, &[]), "UID:1\nUID:2\n");
+    }
+
+    #[test]
+    fn unparseable_attendee_values_are_removed() {
+        let body = "ATTENDEE:not an address\nATTENDEE;CN=x\nATTENDEES:mailto:a@x.org\n";
+        assert_eq!(retain_attendees(body, &[]), "ATTENDEES:mailto:a@x.org\n");
+    }
+
+    #[test]
+    fn agrees_with_the_message_parser() {
+        let msg = crate::itip::ItipMessage::parse(FREEBUSY_CRLF).unwrap();
+        assert_eq!(msg.attendees.len(), 3);
+        for attendee in &msg.attendees {
+            let narrowed = retain_attendees(FREEBUSY_CRLF, std::slice::from_ref(attendee));
+            let reread = crate::itip::ItipMessage::parse(&narrowed).unwrap();
+            assert_eq!(reread.attendees, std::slice::from_ref(attendee));
+        }
+    }
+
+    #[test]
+    fn content_lines_lose_no_bytes() {
+        let body = " leading\r\nA:1\r\n\tfold\nB:2\n\nC:3";
+        let lines: Vec<_> = content_lines(body).collect();
+        let raws: Vec<_> = lines.iter().map(|l| l.raw).collect();
+        assert_eq!(
+            raws,
+            [" leading\r\n", "A:1\r\n\tfold\n", "B:2\n", "\n", "C:3"]
+        );
+        assert_eq!(lines[1].unfolded(), "A:1fold");
+        assert_eq!(raws.concat(), body);
+    }
+
+    #[test]
+    fn value_separator_skips_quoted_colons() {
+        assert_eq!(value_separator("A;X=\"a:b\":v"), Some(9));
+        assert_eq!(value_separator("A:v:w"), Some(1));
+        assert_eq!(value_separator("A;X=\"a:b"), None);
+        assert_eq!(property_name("ATTENDEE;CN=a:b"), "ATTENDEE");
+        assert_eq!(property_name("UID:b"), "UID");
+    }
+}

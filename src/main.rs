@@ -1,0 +1,249 @@
+//! The `ischedule-bridge` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ischedule_bridge::config::Config;
+use ischedule_bridge::ischedule::CalAddress;
+use ischedule_bridge::proxy::forward::Forwarder;
+use ischedule_bridge::routing::explain::{self, ReceiverCheck};
+use ischedule_bridge::routing::Decision;
+use ischedule_bridge::{app, proxy::own_capabilities::OwnCapabilities};
+
+#[derive(Parser)]
+#[command(
+    name = "ischedule-bridge",
+    version,
+    about = "iSchedule gateway: native forwarding by DNS SRV, iMIP where there is none"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the bridge (embedded default configuration without --config).
+    Serve {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Log one JSON object per line instead of text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Validate a configuration and print a summary.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Explain how each calendar user address would be routed.
+    Route {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// One JSON object per address.
+        #[arg(long)]
+        json: bool,
+        /// Do not contact receivers for their capabilities.
+        #[arg(long)]
+        no_capabilities: bool,
+        #[arg(required = true)]
+        addresses: Vec<String>,
+    },
+}
+
+fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
+    Ok(match config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded()?,
+    })
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve { config, log_json } => serve(load(config.as_ref())?, log_json),
+        Command::Check { config } => {
+            let config = Config::load(&config)?;
+            print!("{}", summary(&config));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Route {
+            config,
+            json,
+            no_capabilities,
+            addresses,
+        } => route(load(config.as_ref())?, json, !no_capabilities, &addresses),
+    }
+}
+
+fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if log_json {
+        logs.json().init();
+    } else {
+        logs.init();
+    }
+    let listen = config.server.listen.clone();
+    let tls = config.server.tls.clone();
+    tracing::info!(config = %config.source, listen = ?listen, tls = tls.len(), "starting");
+    let service = app::service(config).context("starting the bridge")?;
+
+    let conf = pingora::server::configuration::ServerConf {
+        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        // Scheduling requests are short: a restart need not wait minutes.
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..Default::default()
+    };
+    let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, service);
+    for addr in &listen {
+        proxy.add_tcp(&addr.to_string());
+    }
+    for t in &tls {
+        proxy
+            .add_tls(
+                &t.listen.to_string(),
+                &t.cert.to_string_lossy(),
+                &t.key.to_string_lossy(),
+            )
+            .with_context(|| format!("TLS listener {}", t.listen))?;
+    }
+    server.add_service(proxy);
+    server.run_forever()
+}
+
+fn summary(config: &Config) -> String {
+    let own = OwnCapabilities::from_config(config);
+    let mut out = format!("{}: OK\n", config.source);
+    out += &format!("  listen: {:?}", config.server.listen);
+    for t in &config.server.tls {
+        out += &format!(", TLS {} ({})", t.listen, t.cert.display());
+    }
+    out += &format!(
+        "\n  receiver path: {} and /.well-known/ischedule\n",
+        config.server.path
+    );
+    out += &format!(
+        "  origin (pass-through): {}\n",
+        config
+            .server
+            .origin
+            .as_ref()
+            .map_or("none".into(), |o| o.to_string())
+    );
+    out += &format!(
+        "  DNS: {}, sub-domain stripping {}\n",
+        if config.dns.nameservers.is_empty() {
+            "system resolver".to_string()
+        } else {
+            format!("{:?}", config.dns.nameservers)
+        },
+        if config.dns.strip_subdomains {
+            "on"
+        } else {
+            "off"
+        }
+    );
+    out += &format!("  local domains: {}\n", list_or_none(&config.local_domains));
+    out += &format!(
+        "  local senders: {}{}\n",
+        config
+            .senders
+            .allow
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        if config.senders.shared_secret.is_some() {
+            format!(", or the {} header", config.senders.secret_header)
+        } else {
+            String::new()
+        }
+    );
+    out += &format!(
+        "  limits: {} bytes, {} recipients per POST; capabilities serial {}\n",
+        config.limits.max_content_length,
+        config.limits.max_recipients,
+        own.serial()
+    );
+    out += &format!("  static routes: {}\n", config.routes.len());
+    for (i, r) in config.routes.iter().enumerate() {
+        out += &format!("    #{i} {} -> {}\n", r.matcher, r.to);
+    }
+    out
+}
+
+fn list_or_none(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
+    }
+}
+
+fn route(
+    config: Config,
+    json: bool,
+    ask_receivers: bool,
+    addresses: &[String],
+) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let scheduler = app::scheduler(config)?;
+    let mut failed = false;
+    runtime.block_on(async {
+        for raw in addresses {
+            let address = match CalAddress::parse(raw) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("error: {raw}: {e}");
+                    failed = true;
+                    continue;
+                }
+            };
+            let routed = scheduler.router().route(&address).await;
+            let check = match (&routed.decision, ask_receivers) {
+                (Decision::Native { receiver }, true) => {
+                    let locations = Forwarder::locations(receiver);
+                    match scheduler
+                        .forwarder
+                        .capabilities_any(&receiver.id, &locations)
+                        .await
+                    {
+                        Ok((outcome, _)) => ReceiverCheck::Capabilities(outcome),
+                        Err(e) => ReceiverCheck::Unreachable(e.to_string()),
+                    }
+                }
+                _ => ReceiverCheck::NotAsked,
+            };
+            if json {
+                println!("{}", explain::json(&routed, &check));
+            } else {
+                print!("{}", explain::text(&routed, &check));
+            }
+        }
+    });
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,448 @@
+//! Native forwarding to one receiver (spec 5.1): check its capabilities,
+//! split at its `max-recipients`, POST each part, follow redirects without
+//! turning POST into GET, fail over across SRV targets, and turn whatever
+//! happens into one status per recipient.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::rng;
+use url::Url;
+
+use super::upstream::{Endpoint, Request, Response, Upstream, UpstreamError};
+use crate::config::Config;
+use crate::discovery::capability_cache::{freshness, CachedCapabilities, CapabilityCache};
+use crate::discovery::srv;
+use crate::ischedule::capabilities::{Capabilities, CapabilityMismatch};
+use crate::ischedule::headers;
+use crate::ischedule::request::SchedulingRequest;
+use crate::ischedule::xml::{parse_error_document, RecipientResponse, ScheduleResponse};
+use crate::ischedule::{CalAddress, IsError, RequestStatus, StatusCode};
+use crate::itip::{edit, ComponentKind};
+use crate::routing::{Receiver, Target};
+
+/// One place a receiver can be reached: endpoint plus request path.
+#[derive(Debug, Clone)]
+pub struct Location {
+    pub endpoint: Endpoint,
+    pub path: String,
+}
+
+impl Location {
+    fn url(&self) -> String {
+        format!("{}{}", self.endpoint, self.path)
+    }
+}
+
+pub struct Forwarder {
+    pub upstream: Upstream,
+    pub capabilities: CapabilityCache,
+    pub config: Arc<Config>,
+}
+
+/// What the capabilities step found out, for delivery and for `route`.
+#[derive(Debug, Clone)]
+pub enum CapabilityOutcome {
+    Known {
+        capabilities: Box<Capabilities>,
+        from: String,
+    },
+    /// The receiver answered but without a usable document; the message is
+    /// sent anyway and the receiver judges it (lenient to old receivers).
+    Unknown { why: String },
+}
+
+impl Forwarder {
+    /// The order in which to try a receiver's locations for one attempt.
+    pub fn locations(receiver: &Receiver) -> Vec<Location> {
+        match &receiver.target {
+            Target::Url { url } => location_of(url).into_iter().collect(),
+            Target::Srv { service } => srv::order(&service.records, &mut rng())
+                .into_iter()
+                .map(|r| Location {
+                    endpoint: Endpoint {
+                        tls: true,
+                        host: r.target,
+                        port: r.port,
+                    },
+                    path: service.path.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Delivers to every recipient of one receiver; always one response
+    /// per recipient, in the order given.
+    pub async fn deliver(
+        &self,
+        request: &SchedulingRequest,
+        receiver: &Receiver,
+        recipients: &[CalAddress],
+    ) -> Vec<RecipientResponse> {
+        let locations = Forwarder::locations(receiver);
+        let (capabilities, location) = match self.capabilities_any(&receiver.id, &locations).await {
+            Ok(found) => found,
+            Err(e) => return all(recipients, unreachable_status(&e)),
+        };
+        if let CapabilityOutcome::Known { capabilities, .. } = &capabilities {
+            if let Err(mismatch) = capabilities.check(&request.facts()) {
+                return all(recipients, mismatch_status(&mismatch, &location.url()));
+            }
+        }
+        let chunk = match &capabilities {
+            CapabilityOutcome::Known { capabilities, .. } => {
+                capabilities.max_recipients.unwrap_or(usize::MAX).max(1)
+            }
+            CapabilityOutcome::Unknown { .. } => usize::MAX,
+        };
+        let mut responses = Vec::with_capacity(recipients.len());
+        // Try the location whose capabilities answered first, then the rest.
+        let ordered: Vec<Location> = std::iter::once(location.clone())
+            .chain(
+                locations
+                    .into_iter()
+                    .filter(|l| l.endpoint != location.endpoint),
+            )
+            .collect();
+        for part in recipients.chunks(chunk) {
+            responses.extend(self.post_part(request, &receiver.id, &ordered, part).await);
+        }
+        responses
+    }
+
+    /// Capabilities from the first location that answers.
+    pub async fn capabilities_any(
+        &self,
+        id: &str,
+        locations: &[Location],
+    ) -> Result<(CapabilityOutcome, Location), UpstreamError> {
+        let mut last = None;
+        for location in locations {
+            match self.capabilities_at(id, location).await {
+                Ok(outcome) => return Ok((outcome, location.clone())),
+                Err(e) if e.is_unreachable() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| UpstreamError::Unreachable {
+            endpoint: id.to_string(),
+            reason: "no usable SRV target".into(),
+        }))
+    }
+
+    async fn capabilities_at(
+        &self,
+        id: &str,
+        location: &Location,
+    ) -> Result<CapabilityOutcome, UpstreamError> {
+        let cached = self.capabilities.get(id);
+        let now = Instant::now();
+        if let Some(c) = cached.as_ref().filter(|c| c.is_fresh(now)) {
+            return Ok(CapabilityOutcome::Known {
+                capabilities: Box::new(c.capabilities.clone()),
+                from: location.url(),
+            });
+        }
+        let mut request_headers = vec![(
+            headers::ISCHEDULE_VERSION,
+            crate::ischedule::VERSION.to_string(),
+        )];
+        if let Some(etag) = cached.as_ref().and_then(|c| c.etag.clone()) {
+            request_headers.push(("If-None-Match", etag));
+        }
+        let path = format!("{}?action=capabilities", location.path);
+        let (response, at) = self
+            .send_following(location, "GET", &path, &request_headers, Bytes::new())
+            .await?;
+        let cap = self.config.dns.max_ttl;
+        let fresh_until = Instant::now() + freshness(response.header("Cache-Control"), cap);
+        match (response.status, cached) {
+            (304, Some(mut c)) => {
+                c.fresh_until = fresh_until;
+                self.capabilities.put(id, c.clone());
+                Ok(CapabilityOutcome::Known {
+                    capabilities: Box::new(c.capabilities),
+                    from: at.url(),
+                })
+            }
+            (200, _) => match Capabilities::parse(&response.body) {
+                Ok(capabilities) => {
+                    let entry = CachedCapabilities {
+                        capabilities: capabilities.clone(),
+                        etag: response.header("ETag").map(str::to_string),
+                        fresh_until,
+                    };
+                    self.capabilities.put(id, entry);
+                    Ok(CapabilityOutcome::Known {
+                        capabilities: Box::new(capabilities),
+                        from: at.url(),
+                    })
+                }
+                Err(e) => Ok(CapabilityOutcome::Unknown {
+                    why: format!(
+                        "{} answered an unreadable capabilities document: {e}",
+                        at.url()
+                    ),
+                }),
+            },
+            (status, _) => Ok(CapabilityOutcome::Unknown {
+                why: format!(
+                    "{} answered HTTP {status} to the capabilities request",
+                    at.url()
+                ),
+            }),
+        }
+    }
+
+    /// POSTs one part to the first location that can be reached.
+    async fn post_part(
+        &self,
+        request: &SchedulingRequest,
+        id: &str,
+        locations: &[Location],
+        part: &[CalAddress],
+    ) -> Vec<RecipientResponse> {
+        let body = if request.itip.component == ComponentKind::VFreeBusy {
+            // Spec 5.1: a VFREEBUSY's ATTENDEEs must match this POST's
+            // Recipients one-for-one.
+            Bytes::from(edit::retain_attendees(
+                &String::from_utf8_lossy(&request.body),
+                part,
+            ))
+        } else {
+            request.body.clone()
+        };
+        let recipient_list = part
+            .iter()
+            .map(CalAddress::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut request_headers = vec![
+            (
+                headers::ISCHEDULE_VERSION,
+                crate::ischedule::VERSION.to_string(),
+            ),
+            (headers::ORIGINATOR, request.originator.as_str().to_string()),
+            (headers::RECIPIENT, recipient_list),
+            ("Content-Type", request.content_type.clone()),
+            ("Cache-Control", "no-cache, no-transform".to_string()),
+        ];
+        if let Some(id) = &request.message_id {
+            request_headers.push((headers::ISCHEDULE_MESSAGE_ID, id.clone()));
+        }
+        let mut last = None;
+        for location in locations {
+            match self
+                .send_following(
+                    location,
+                    "POST",
+                    &location.path,
+                    &request_headers,
+                    body.clone(),
+                )
+                .await
+            {
+                Ok((response, at)) => {
+                    if let Some(serial) = response
+                        .header(headers::ISCHEDULE_CAPABILITIES)
+                        .and_then(|s| s.trim().parse().ok())
+                    {
+                        self.capabilities.note_serial(id, serial);
+                    }
+                    return map_answer(part, &response, &at.url());
+                }
+                Err(e) if e.is_unreachable() => last = Some(e),
+                Err(e) => return all(part, unreachable_status(&e)),
+            }
+        }
+        let e = last.unwrap_or_else(|| UpstreamError::Unreachable {
+            endpoint: id.to_string(),
+            reason: "no usable SRV target".into(),
+        });
+        all(part, unreachable_status(&e))
+    }
+
+    /// Sends and follows 301/302/307/308 with the same method and body
+    /// (the well-known URI commonly redirects, spec 6.3), at most
+    /// `limits.max_redirects` times. Returns the answer and where it came from.
+    async fn send_following(
+        &self,
+        start: &Location,
+        method: &'static str,
+        path: &str,
+        request_headers: &[(&'static str, String)],
+        body: Bytes,
+    ) -> Result<(Response, Location), UpstreamError> {
+        let mut location = start.clone();
+        let mut path = path.to_string();
+        for _ in 0..=self.config.limits.max_redirects {
+            let request = Request {
+                method,
+                path_and_query: &path,
+                headers: request_headers,
+                body: body.clone(),
+            };
+            let response = self.upstream.send(&location.endpoint, &request).await?;
+            if !matches!(response.status, 301 | 302 | 307 | 308) {
+                return Ok((response, location));
+            }
+            let target = response
+                .header("Location")
+                .and_then(|l| Url::parse(&location.url()).ok()?.join(l).ok())
+                .ok_or_else(|| UpstreamError::Protocol {
+                    endpoint: location.url(),
+                    reason: format!(
+                        "HTTP {} redirect without a usable Location",
+                        response.status
+                    ),
+                })?;
+            let next = location_of(&target).ok_or_else(|| UpstreamError::Protocol {
+                endpoint: location.url(),
+                reason: format!("redirect to unsupported URL {target}"),
+            })?;
+            if location.endpoint.tls && !next.endpoint.tls {
+                return Err(UpstreamError::Protocol {
+                    endpoint: location.url(),
+                    reason: format!("refusing redirect from HTTPS to {target}"),
+                });
+            }
+            path = match target.query() {
+                Some(q) => format!("{}?{q}", next.path),
+                None => next.path.clone(),
+            };
+            location = next;
+        }
+        Err(UpstreamError::Protocol {
+            endpoint: start.url(),
+            reason: format!("more than {} redirects", self.config.limits.max_redirects),
+        })
+    }
+}
+
+fn location_of(url: &Url) -> Option<Location> {
+    let tls = match url.scheme() {
+        "https" => true,
+        "http" => false,
+        _ => return None,
+    };
+    Some(Location {
+        endpoint: Endpoint {
+            tls,
+            host: url
+                .host_str()?
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            port: url.port_or_known_default()?,
+        },
+        path: url.path().to_string(),
+    })
+}
+
+fn all(
+    recipients: &[CalAddress],
+    (status, description): (RequestStatus, String),
+) -> Vec<RecipientResponse> {
+    recipients
+        .iter()
+        .map(|r| RecipientResponse {
+            recipient: r.as_str().to_string(),
+            status: status.clone(),
+            calendar_data: None,
+            error: None,
+            description: Some(description.clone()),
+        })
+        .collect()
+}
+
+/// DESIGN.md: an unreachable receiver is `5.1`, with what was tried.
+fn unreachable_status(e: &UpstreamError) -> (RequestStatus, String) {
+    (
+        RequestStatus::service_unavailable(),
+        format!("receiver not reached: {e}"),
+    )
+}
+
+fn mismatch_status(m: &CapabilityMismatch, at: &str) -> (RequestStatus, String) {
+    let status = match m {
+        CapabilityMismatch::ContentLength { .. } => {
+            RequestStatus::new(StatusCode::TOO_LARGE, "Request entity too large")
+        }
+        _ => RequestStatus::new(StatusCode::UNSUPPORTED_CAPABILITY, "Unsupported capability"),
+    };
+    (
+        status,
+        format!("not sent: the receiver at {at} does not accept it: {m}"),
+    )
+}
+
+/// A receiver's answer, one response per recipient of the part.
+fn map_answer(part: &[CalAddress], response: &Response, at: &str) -> Vec<RecipientResponse> {
+    if response.status == 200 {
+        return match ScheduleResponse::parse(&response.body) {
+            Ok(answer) => part
+                .iter()
+                .map(|r| {
+                    answer
+                        .responses
+                        .iter()
+                        .find(|a| CalAddress::parse(&a.recipient).is_ok_and(|a| a == *r))
+                        .map(|a| RecipientResponse {
+                            recipient: r.as_str().to_string(),
+                            ..a.clone()
+                        })
+                        .unwrap_or_else(|| {
+                            let why = format!(
+                                "the receiver at {at} returned no status for this recipient"
+                            );
+                            all(
+                                std::slice::from_ref(r),
+                                (RequestStatus::service_unavailable(), why),
+                            )
+                            .remove(0)
+                        })
+                })
+                .collect(),
+            Err(e) => all(
+                part,
+                (
+                    RequestStatus::service_unavailable(),
+                    format!("unreadable schedule-response from {at}: {e}"),
+                ),
+            ),
+        };
+    }
+    let document = parse_error_document(&response.body).ok();
+    let element = document.as_ref().and_then(|d| d.element.clone());
+    let detail = match &document {
+        Some(d) => format!(
+            "{}{}",
+            element.as_deref().unwrap_or("error"),
+            d.description
+                .as_deref()
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        ),
+        None => "no iSchedule error document".into(),
+    };
+    let status = match element.as_deref().and_then(IsError::from_element) {
+        Some(IsError::OriginatorDenied | IsError::VerificationFailed) => {
+            RequestStatus::new(StatusCode::NO_AUTHORITY, "No authority")
+        }
+        Some(IsError::RecipientMissing | IsError::RecipientMismatch) => {
+            RequestStatus::invalid_user()
+        }
+        _ => RequestStatus::service_unavailable(),
+    };
+    all(
+        part,
+        (
+            status,
+            format!(
+                "the receiver at {at} answered HTTP {}: {detail}",
+                response.status
+            ),
+        ),
+    )
+}

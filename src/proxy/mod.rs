@@ -1,0 +1,9 @@
+//! The Pingora side: the HTTP service, the scheduling fan-out, the
+//! receivers' client and the no-open-relay rule.
+
+pub mod forward;
+pub mod own_capabilities;
+pub mod schedule;
+pub mod senders;
+pub mod service;
+pub mod upstream;

@@ -1,0 +1,361 @@
+//! The Pingora HTTP service: iSchedule requests are answered here; anything
+//! else is proxied unchanged to the configured origin.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::prelude::{HttpPeer, Result};
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::{Error, ErrorType};
+
+use super::own_capabilities::OwnCapabilities;
+use super::schedule::Scheduler;
+use super::senders;
+use crate::discovery::WELL_KNOWN_PATH;
+use crate::ischedule::request::{self, SchedulingRequest};
+use crate::ischedule::xml::error_document;
+use crate::ischedule::{headers, IsError, Rejection, VERSION};
+
+/// Pingora application state shared by every request.
+pub struct BridgeService {
+    pub scheduler: Arc<Scheduler>,
+    pub own: OwnCapabilities,
+}
+
+/// What kind of request this is, decided from method and path alone.
+enum Kind {
+    Capabilities,
+    Schedule,
+    Options,
+    BadMethod,
+    BadAction,
+    PassThrough,
+}
+
+impl BridgeService {
+    fn classify(&self, session: &Session) -> Kind {
+        let req = session.req_header();
+        let path = req.uri.path();
+        let is_receiver = path == WELL_KNOWN_PATH || path == self.scheduler.config.server.path;
+        if req.method == http::Method::OPTIONS && (is_receiver || req.uri == "*") {
+            return Kind::Options;
+        }
+        if !is_receiver {
+            return Kind::PassThrough;
+        }
+        match req.method {
+            http::Method::POST => Kind::Schedule,
+            http::Method::GET | http::Method::HEAD => {
+                let capabilities = req.uri.query().is_some_and(|q| {
+                    q.split('&')
+                        .any(|kv| kv.eq_ignore_ascii_case("action=capabilities"))
+                });
+                if capabilities {
+                    Kind::Capabilities
+                } else {
+                    Kind::BadAction
+                }
+            }
+            _ => Kind::BadMethod,
+        }
+    }
+
+    /// Headers every iSchedule response carries (spec 9.1, 9.2).
+    fn response(&self, status: u16) -> Result<ResponseHeader> {
+        let mut resp = ResponseHeader::build(status, Some(6))?;
+        resp.insert_header(headers::ISCHEDULE_VERSION, VERSION)?;
+        resp.insert_header(
+            headers::ISCHEDULE_CAPABILITIES,
+            self.own.serial().to_string(),
+        )?;
+        Ok(resp)
+    }
+
+    async fn send(
+        &self,
+        session: &mut Session,
+        mut resp: ResponseHeader,
+        content_type: &str,
+        body: Bytes,
+    ) -> Result<()> {
+        let head_only = session.req_header().method == http::Method::HEAD;
+        resp.insert_header("Content-Type", content_type)?;
+        resp.insert_header("Content-Length", body.len().to_string())?;
+        session
+            .write_response_header(Box::new(resp), head_only || body.is_empty())
+            .await?;
+        if !head_only && !body.is_empty() {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_xml(&self, session: &mut Session, status: u16, xml: String) -> Result<()> {
+        let mut resp = self.response(status)?;
+        resp.insert_header("Cache-Control", "no-cache, no-transform")?;
+        self.send(
+            session,
+            resp,
+            "application/xml; charset=utf-8",
+            Bytes::from(xml),
+        )
+        .await
+    }
+
+    async fn reject(&self, session: &mut Session, rejection: &Rejection) -> Result<()> {
+        self.send_xml(
+            session,
+            rejection.error.http_status(),
+            error_document(rejection),
+        )
+        .await
+    }
+
+    async fn capabilities(&self, session: &mut Session) -> Result<()> {
+        let not_modified = session
+            .req_header()
+            .headers
+            .get_all("If-None-Match")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|tag| {
+                let tag = tag.trim();
+                tag == "*" || tag.trim_start_matches("W/") == self.own.etag
+            });
+        let mut resp = self.response(if not_modified { 304 } else { 200 })?;
+        resp.insert_header("ETag", self.own.etag.as_str())?;
+        resp.insert_header("Cache-Control", "max-age=300")?;
+        if not_modified {
+            session.write_response_header(Box::new(resp), true).await
+        } else {
+            let body = Bytes::from(self.own.xml.clone());
+            self.send(session, resp, "application/xml; charset=utf-8", body)
+                .await
+        }
+    }
+
+    async fn schedule(&self, session: &mut Session) -> Result<()> {
+        let started = Instant::now();
+        let config = &self.scheduler.config;
+        let body = match read_body(
+            session,
+            config.limits.max_content_length,
+            config.timeouts.request,
+        )
+        .await
+        {
+            Ok(body) => body,
+            Err(rejection) => {
+                // The rest of the body was not read: the connection cannot be reused.
+                session.set_keepalive(None);
+                log_rejection(session, &rejection, started);
+                return self.reject(session, &rejection).await;
+            }
+        };
+        let own = &self.own.capabilities;
+        let request = match request::validate(&session.req_header().headers, body, own) {
+            Ok(r) => r,
+            Err(rejection) => {
+                log_rejection(session, &rejection, started);
+                return self.reject(session, &rejection).await;
+            }
+        };
+        let peer = client_ip(session);
+        let sender = senders::classify(config, peer, &session.req_header().headers);
+        if let Err(rejection) = senders::authorize(config, &sender, &request) {
+            log_rejection(session, &rejection, started);
+            return self.reject(session, &rejection).await;
+        }
+        let (response, log) = self.scheduler.schedule(&request).await;
+        log_post(&request, &sender, &log, started);
+        self.send_xml(session, 200, response.to_xml()).await
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for BridgeService {
+    type CTX = ();
+
+    fn new_ctx(&self) -> Self::CTX {}
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut Self::CTX) -> Result<bool> {
+        match self.classify(session) {
+            Kind::PassThrough if self.scheduler.config.server.origin.is_some() => return Ok(false),
+            Kind::PassThrough => {
+                let resp = ResponseHeader::build(404, Some(2))?;
+                let body =
+                    Bytes::from_static(b"not an iSchedule resource, and no origin is configured\n");
+                self.send(session, resp, "text/plain; charset=utf-8", body)
+                    .await?;
+            }
+            Kind::Options => {
+                let mut resp = self.response(200)?;
+                resp.insert_header("Allow", "GET, HEAD, POST, OPTIONS")?;
+                resp.insert_header("Content-Length", "0")?;
+                session.write_response_header(Box::new(resp), true).await?;
+            }
+            Kind::BadMethod => {
+                let mut resp = self.response(405)?;
+                resp.insert_header("Allow", "GET, HEAD, POST, OPTIONS")?;
+                let body = Bytes::from_static(
+                    b"iSchedule receivers take GET ?action=capabilities and POST\n",
+                );
+                self.send(session, resp, "text/plain; charset=utf-8", body)
+                    .await?;
+            }
+            Kind::BadAction => {
+                let resp = self.response(400)?;
+                let body =
+                    Bytes::from_static(b"unknown action: GET supports ?action=capabilities only\n");
+                self.send(session, resp, "text/plain; charset=utf-8", body)
+                    .await?;
+            }
+            Kind::Capabilities => self.capabilities(session).await?,
+            Kind::Schedule => self.schedule(session).await?,
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        let origin = self
+            .scheduler
+            .config
+            .server
+            .origin
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no origin configured"))?;
+        let host = origin
+            .host_str()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let port = origin.port_or_known_default().unwrap_or(80);
+        let ip = self
+            .scheduler
+            .resolver
+            .ips(host)
+            .await
+            .ok()
+            .and_then(|ips| ips.first().copied())
+            .ok_or_else(|| {
+                Error::explain(
+                    ErrorType::ConnectNoRoute,
+                    format!("origin host {host} has no address"),
+                )
+            })?;
+        let tls = origin.scheme() == "https";
+        Ok(Box::new(HttpPeer::new(
+            SocketAddr::new(ip, port),
+            tls,
+            host.to_string(),
+        )))
+    }
+}
+
+fn client_ip(session: &Session) -> Option<std::net::IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+/// Reads the whole body, never more than `max` bytes (spec 10.2.1.7): a
+/// declared length over the limit is refused before reading anything.
+async fn read_body(
+    session: &mut Session,
+    max: u64,
+    limit: std::time::Duration,
+) -> Result<Bytes, Rejection> {
+    let too_large = |n: String| {
+        Rejection::new(
+            IsError::MaxContentLength,
+            format!("the calendar data is {n} bytes; at most {max} are accepted"),
+        )
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = declared.filter(|n| *n > max) {
+        return Err(too_large(n.to_string()));
+    }
+    let read = async {
+        let mut body = BytesMut::new();
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if (body.len() + chunk.len()) as u64 > max {
+                        return Err(too_large(format!("more than {max}")));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(None) => return Ok(body.freeze()),
+                Err(e) => {
+                    return Err(Rejection::new(
+                        IsError::InvalidCalendarData,
+                        format!("the request body could not be read: {e}"),
+                    ))
+                }
+            }
+        }
+    };
+    tokio::time::timeout(limit, read).await.unwrap_or_else(|_| {
+        Err(Rejection::new(
+            IsError::InvalidCalendarData,
+            format!(
+                "the request body did not arrive within {:.0} s",
+                limit.as_secs_f64()
+            ),
+        ))
+    })
+}
+
+fn log_post(
+    request: &SchedulingRequest,
+    sender: &senders::Sender,
+    recipients: &[super::schedule::RecipientLog],
+    started: Instant,
+) {
+    tracing::info!(
+        target: "ischedule::post",
+        message_id = request.message_id.as_deref().unwrap_or("-"),
+        originator = %request.originator,
+        method = %request.itip.method,
+        component = %request.itip.component,
+        sender = ?sender,
+        recipients = %serde_json::to_string(recipients).unwrap_or_default(),
+        duration_ms = started.elapsed().as_millis() as u64,
+        "scheduled"
+    );
+}
+
+fn log_rejection(session: &Session, rejection: &Rejection, started: Instant) {
+    let h = &session.req_header().headers;
+    let header = |name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+            .to_string()
+    };
+    tracing::info!(
+        target: "ischedule::post",
+        message_id = header(headers::ISCHEDULE_MESSAGE_ID),
+        originator = header(headers::ORIGINATOR),
+        client = ?client_ip(session),
+        error = rejection.error.element(),
+        why = %rejection.description,
+        duration_ms = started.elapsed().as_millis() as u64,
+        "rejected"
+    );
+}

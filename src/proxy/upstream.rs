@@ -1,0 +1,320 @@
+//! Requests to receivers through Pingora's pooled HTTP/TLS connector.
+//!
+//! Only what iSchedule needs: a GET or POST with a small body to one
+//! endpoint, the whole answer read into memory up to a bound, every step
+//! under a time limit. Redirects and target fail-over are the caller's.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::protocols::tls::CaType;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::utils::tls::{parse_x509, WrappedX509};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
+
+use crate::config::Config;
+use crate::discovery::DnsResolver;
+
+/// Idle pooled connections are closed after this long.
+const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// Where a request goes: scheme, host (for SNI, certificate and `Host`) and port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug)]
+pub struct Request<'a> {
+    pub method: &'static str,
+    pub path_and_query: &'a str,
+    pub headers: &'a [(&'static str, String)],
+    pub body: Bytes,
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Why a request got no answer. `Unreachable` means the next SRV target
+/// may be tried: nothing reached the receiver.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{endpoint} unreachable: {reason}")]
+    Unreachable { endpoint: String, reason: String },
+    #[error("{endpoint} did not answer within {secs:.0} s")]
+    Timeout { endpoint: String, secs: f64 },
+    #[error("{endpoint}: {reason}")]
+    Protocol { endpoint: String, reason: String },
+    #[error("{endpoint} answered more than {limit} bytes")]
+    TooLarge { endpoint: String, limit: usize },
+}
+
+impl UpstreamError {
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, UpstreamError::Unreachable { .. })
+    }
+}
+
+pub struct Upstream {
+    connector: Connector,
+    ca: Option<Arc<CaType>>,
+    resolver: Arc<DnsResolver>,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    max_response_bytes: usize,
+}
+
+impl Upstream {
+    pub fn new(config: &Config, resolver: Arc<DnsResolver>) -> Result<Upstream, std::io::Error> {
+        let ca = config.tls.ca_file.as_deref().map(trust_store).transpose()?;
+        Ok(Upstream {
+            connector: Connector::new(None),
+            ca,
+            resolver,
+            connect_timeout: config.timeouts.connect,
+            request_timeout: config.timeouts.receiver,
+            max_response_bytes: config.limits.max_response_bytes,
+        })
+    }
+
+    /// Sends to each address of the endpoint's host in turn until one
+    /// connects; the whole exchange is bounded by the receiver timeout.
+    pub async fn send(
+        &self,
+        endpoint: &Endpoint,
+        request: &Request<'_>,
+    ) -> Result<Response, UpstreamError> {
+        let secs = self.request_timeout.as_secs_f64();
+        match tokio::time::timeout(
+            self.request_timeout,
+            self.send_any_address(endpoint, request),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => Err(UpstreamError::Timeout {
+                endpoint: endpoint.to_string(),
+                secs,
+            }),
+        }
+    }
+
+    async fn send_any_address(
+        &self,
+        endpoint: &Endpoint,
+        request: &Request<'_>,
+    ) -> Result<Response, UpstreamError> {
+        let unreachable = |reason: String| UpstreamError::Unreachable {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let ips = self
+            .resolver
+            .ips(&endpoint.host)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        if ips.is_empty() {
+            return Err(unreachable(format!(
+                "{} has no address record",
+                endpoint.host
+            )));
+        }
+        let mut last = None;
+        for ip in ips {
+            let peer = self.peer(endpoint, SocketAddr::new(ip, endpoint.port));
+            match self.exchange(endpoint, &peer, request).await {
+                Err(e) if e.is_unreachable() => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| unreachable("no address".into())))
+    }
+
+    fn peer(&self, endpoint: &Endpoint, addr: SocketAddr) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr, endpoint.tls, endpoint.host.clone());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.connect_timeout * 2);
+        peer.options.read_timeout = Some(self.request_timeout);
+        peer.options.write_timeout = Some(self.request_timeout);
+        peer.options.idle_timeout = Some(POOL_IDLE);
+        peer.options.ca = self.ca.clone();
+        peer
+    }
+
+    /// One request on a pooled connection; a pooled connection the
+    /// receiver closed meanwhile is retried once on a fresh one.
+    async fn exchange(
+        &self,
+        endpoint: &Endpoint,
+        peer: &HttpPeer,
+        request: &Request<'_>,
+    ) -> Result<Response, UpstreamError> {
+        let (session, reused) = self.connector.get_http_session(peer).await.map_err(|e| {
+            UpstreamError::Unreachable {
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        match self.round_trip(endpoint, peer, session, request).await {
+            Err(RoundTripError::BeforeAnswer(_)) if reused => {
+                let (fresh, _) = self.connector.get_http_session(peer).await.map_err(|e| {
+                    UpstreamError::Unreachable {
+                        endpoint: endpoint.to_string(),
+                        reason: e.to_string(),
+                    }
+                })?;
+                self.round_trip(endpoint, peer, fresh, request)
+                    .await
+                    .map_err(RoundTripError::into_inner)
+            }
+            other => other.map_err(RoundTripError::into_inner),
+        }
+    }
+
+    async fn round_trip(
+        &self,
+        endpoint: &Endpoint,
+        peer: &HttpPeer,
+        mut session: pingora::protocols::http::client::HttpSession,
+        request: &Request<'_>,
+    ) -> Result<Response, RoundTripError> {
+        let protocol = |reason: String| UpstreamError::Protocol {
+            endpoint: endpoint.to_string(),
+            reason,
+        };
+        let header = request_header(endpoint, request)
+            .map_err(|e| RoundTripError::BeforeAnswer(protocol(e)))?;
+        let sent = async {
+            session.write_request_header(Box::new(header)).await?;
+            session
+                .write_request_body(request.body.clone(), true)
+                .await?;
+            session.finish_request_body().await?;
+            session.read_response_header().await
+        }
+        .await;
+        sent.map_err(|e| RoundTripError::BeforeAnswer(protocol(e.to_string())))?;
+        let (status, headers) = match session.response_header() {
+            Some(h) => (h.status.as_u16(), h.headers.clone()),
+            None => {
+                return Err(RoundTripError::BeforeAnswer(protocol(
+                    "no response header".into(),
+                )))
+            }
+        };
+        let mut body = BytesMut::new();
+        while let Some(chunk) = session
+            .read_response_body()
+            .await
+            .map_err(|e| RoundTripError::After(protocol(e.to_string())))?
+        {
+            if body.len() + chunk.len() > self.max_response_bytes {
+                return Err(RoundTripError::After(UpstreamError::TooLarge {
+                    endpoint: endpoint.to_string(),
+                    limit: self.max_response_bytes,
+                }));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        self.connector
+            .release_http_session(session, peer, Some(POOL_IDLE))
+            .await;
+        Ok(Response {
+            status,
+            headers,
+            body: body.freeze(),
+        })
+    }
+}
+
+/// Separates failures a fresh connection could cure from the rest.
+enum RoundTripError {
+    BeforeAnswer(UpstreamError),
+    After(UpstreamError),
+}
+
+impl RoundTripError {
+    fn into_inner(self) -> UpstreamError {
+        match self {
+            RoundTripError::BeforeAnswer(e) | RoundTripError::After(e) => e,
+        }
+    }
+}
+
+fn request_header(endpoint: &Endpoint, request: &Request<'_>) -> Result<RequestHeader, String> {
+    let mut header = RequestHeader::build(request.method, request.path_and_query.as_bytes(), None)
+        .map_err(|e| e.to_string())?;
+    let default_port = if endpoint.tls { 443 } else { 80 };
+    let host = if endpoint.port == default_port {
+        endpoint.host.clone()
+    } else {
+        format!("{}:{}", endpoint.host, endpoint.port)
+    };
+    let mut set = |name: &'static str, value: String| {
+        header
+            .append_header(name, value)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    set("Host", host)?;
+    for (name, value) in request.headers {
+        set(name, value.clone())?;
+    }
+    set("Content-Length", request.body.len().to_string())?;
+    Ok(header)
+}
+
+/// The system roots plus the configured CA file: Pingora's `ca_file`
+/// replaces the roots, but an admin adding a test CA still wants public
+/// receivers to verify.
+fn trust_store(extra: &std::path::Path) -> Result<Arc<CaType>, std::io::Error> {
+    let pem = std::fs::read(extra)?;
+    let mut certs = CertificateDer::pem_slice_iter(&pem)
+        .map(|der| der.map(|d| WrappedX509::new(d.to_vec(), parse_x509)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", extra.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: no PEM certificate found", extra.display()),
+        ));
+    }
+    // A machine without a system bundle still trusts the configured CA.
+    let native = pingora::tls::load_native_certs().unwrap_or_default();
+    certs.extend(
+        native
+            .into_iter()
+            .map(|c| WrappedX509::new(c.to_vec(), parse_x509)),
+    );
+    Ok(Arc::from(certs.into_boxed_slice()))
+}
