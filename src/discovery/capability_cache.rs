@@ -18,6 +18,9 @@ const MAX_ENTRIES: usize = 10_000;
 pub struct CachedCapabilities {
     pub capabilities: Capabilities,
     pub etag: Option<String>,
+    /// Where the document was finally found (after redirects); scheduling
+    /// POSTs go there.
+    pub url: String,
     pub fresh_until: Instant,
 }
 

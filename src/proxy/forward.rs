@@ -81,6 +81,8 @@ impl Forwarder {
         recipients: &[CalAddress],
     ) -> Vec<RecipientResponse> {
         let locations = Forwarder::locations(receiver);
+        // `location` is where the capabilities finally came from: the
+        // well-known URI commonly redirects, and POSTs go there directly.
         let (capabilities, location) = match self.capabilities_any(&receiver.id, &locations).await {
             Ok(found) => found,
             Err(e) => return all(recipients, unreachable_status(&e)),
@@ -97,7 +99,7 @@ impl Forwarder {
             CapabilityOutcome::Unknown { .. } => usize::MAX,
         };
         let mut responses = Vec::with_capacity(recipients.len());
-        // Try the location whose capabilities answered first, then the rest.
+        // Try the location whose capabilities answered first, then the other targets.
         let ordered: Vec<Location> = std::iter::once(location.clone())
             .chain(
                 locations
@@ -111,7 +113,8 @@ impl Forwarder {
         responses
     }
 
-    /// Capabilities from the first location that answers.
+    /// Capabilities from the first location that answers, and the location
+    /// that finally answered (after redirects), where POSTs then go directly.
     pub async fn capabilities_any(
         &self,
         id: &str,
@@ -120,7 +123,7 @@ impl Forwarder {
         let mut last = None;
         for location in locations {
             match self.capabilities_at(id, location).await {
-                Ok(outcome) => return Ok((outcome, location.clone())),
+                Ok(found) => return Ok(found),
                 Err(e) if e.is_unreachable() => last = Some(e),
                 Err(e) => return Err(e),
             }
@@ -135,14 +138,18 @@ impl Forwarder {
         &self,
         id: &str,
         location: &Location,
-    ) -> Result<CapabilityOutcome, UpstreamError> {
+    ) -> Result<(CapabilityOutcome, Location), UpstreamError> {
         let cached = self.capabilities.get(id);
-        let now = Instant::now();
-        if let Some(c) = cached.as_ref().filter(|c| c.is_fresh(now)) {
-            return Ok(CapabilityOutcome::Known {
+        if let Some(c) = cached.as_ref().filter(|c| c.is_fresh(Instant::now())) {
+            let at = Url::parse(&c.url)
+                .ok()
+                .and_then(|u| location_of(&u))
+                .unwrap_or_else(|| location.clone());
+            let outcome = CapabilityOutcome::Known {
                 capabilities: Box::new(c.capabilities.clone()),
-                from: location.url(),
-            });
+                from: at.url(),
+            };
+            return Ok((outcome, at));
         }
         let mut request_headers = vec![(
             headers::ISCHEDULE_VERSION,
@@ -157,42 +164,42 @@ impl Forwarder {
             .await?;
         let cap = self.config.dns.max_ttl;
         let fresh_until = Instant::now() + freshness(response.header("Cache-Control"), cap);
-        match (response.status, cached) {
+        let known = |capabilities: Capabilities| CapabilityOutcome::Known {
+            capabilities: Box::new(capabilities),
+            from: at.url(),
+        };
+        let outcome = match (response.status, cached) {
             (304, Some(mut c)) => {
                 c.fresh_until = fresh_until;
                 self.capabilities.put(id, c.clone());
-                Ok(CapabilityOutcome::Known {
-                    capabilities: Box::new(c.capabilities),
-                    from: at.url(),
-                })
+                known(c.capabilities)
             }
             (200, _) => match Capabilities::parse(&response.body) {
                 Ok(capabilities) => {
                     let entry = CachedCapabilities {
                         capabilities: capabilities.clone(),
                         etag: response.header("ETag").map(str::to_string),
+                        url: at.url(),
                         fresh_until,
                     };
                     self.capabilities.put(id, entry);
-                    Ok(CapabilityOutcome::Known {
-                        capabilities: Box::new(capabilities),
-                        from: at.url(),
-                    })
+                    known(capabilities)
                 }
-                Err(e) => Ok(CapabilityOutcome::Unknown {
+                Err(e) => CapabilityOutcome::Unknown {
                     why: format!(
                         "{} answered an unreadable capabilities document: {e}",
                         at.url()
                     ),
-                }),
+                },
             },
-            (status, _) => Ok(CapabilityOutcome::Unknown {
+            (status, _) => CapabilityOutcome::Unknown {
                 why: format!(
                     "{} answered HTTP {status} to the capabilities request",
                     at.url()
                 ),
-            }),
-        }
+            },
+        };
+        Ok((outcome, at))
     }
 
     /// POSTs one part to the first location that can be reached.

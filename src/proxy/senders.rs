@@ -21,6 +21,15 @@ pub enum Sender {
     Remote,
 }
 
+impl std::fmt::Display for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sender::Local { by } => write!(f, "local ({by})"),
+            Sender::Remote => f.write_str("remote (unauthenticated)"),
+        }
+    }
+}
+
 pub fn classify(config: &Config, peer: Option<IpAddr>, headers: &HeaderMap) -> Sender {
     if let Some(secret) = &config.senders.shared_secret {
         let offered = headers

@@ -333,7 +333,7 @@ fn log_post(
         originator = %request.originator,
         method = %request.itip.method,
         component = %request.itip.component,
-        sender = ?sender,
+        sender = %sender,
         recipients = %serde_json::to_string(recipients).unwrap_or_default(),
         duration_ms = started.elapsed().as_millis() as u64,
         "scheduled"
