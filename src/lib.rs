@@ -7,8 +7,12 @@
 
 pub mod app;
 pub mod config;
+pub mod digest;
 pub mod discovery;
+pub mod imip;
 pub mod ischedule;
 pub mod itip;
+pub mod mail;
 pub mod proxy;
 pub mod routing;
+pub mod store;

@@ -7,9 +7,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ischedule_bridge::config::Config;
 use ischedule_bridge::ischedule::CalAddress;
+use ischedule_bridge::mail::queue_admin;
 use ischedule_bridge::proxy::forward::Forwarder;
+use ischedule_bridge::proxy::upstream::{Endpoint, Request};
 use ischedule_bridge::routing::explain::{self, ReceiverCheck};
 use ischedule_bridge::routing::Decision;
+use ischedule_bridge::store::StoreError;
 use ischedule_bridge::{app, proxy::own_capabilities::OwnCapabilities};
 
 #[derive(Parser)]
@@ -51,6 +54,27 @@ enum Command {
         #[arg(required = true)]
         addresses: Vec<String>,
     },
+    /// Inspect and manage the outbound mail queue (through the running
+    /// bridge when there is one, else directly on its state).
+    Queue {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: QueueAction,
+    },
+}
+
+#[derive(Subcommand, Clone, Copy)]
+enum QueueAction {
+    /// Every queued message: id, attempts, next attempt, recipient, last error.
+    List,
+    /// Make a message due now.
+    Retry { id: u64 },
+    /// Remove a message without sending it.
+    Drop { id: u64 },
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -84,6 +108,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_capabilities,
             addresses,
         } => route(load(config.as_ref())?, json, !no_capabilities, &addresses),
+        Command::Queue {
+            config,
+            json,
+            action,
+        } => queue(load(config.as_ref())?, json, action),
     }
 }
 
@@ -101,7 +130,7 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
     let listen = config.server.listen.clone();
     let tls = config.server.tls.clone();
     tracing::info!(config = %config.source, listen = ?listen, tls = tls.len(), "starting");
-    let service = app::service(config).context("starting the bridge")?;
+    let (service, worker) = app::services(config).context("starting the bridge")?;
 
     let conf = pingora::server::configuration::ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -126,6 +155,10 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("TLS listener {}", t.listen))?;
     }
     server.add_service(proxy);
+    server.add_service(pingora::services::background::background_service(
+        "imip queue",
+        worker,
+    ));
     server.run_forever()
 }
 
@@ -185,7 +218,11 @@ fn summary(config: &Config) -> String {
     );
     out += &format!("  static routes: {}\n", config.routes.len());
     for (i, r) in config.routes.iter().enumerate() {
-        out += &format!("    #{i} {} -> {}\n", r.matcher, r.to);
+        let to =
+            r.to.as_ref()
+                .map_or("mail (imip-only)".to_string(), |u| u.to_string());
+        let mode = r.mode.map(|m| format!(" [{m}]")).unwrap_or_default();
+        out += &format!("    #{i} {} -> {to}{mode}\n", r.matcher);
     }
     out
 }
@@ -207,7 +244,7 @@ fn route(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let scheduler = app::scheduler(config)?;
+    let core = app::Core::new(config)?;
     let mut failed = false;
     runtime.block_on(async {
         for raw in addresses {
@@ -219,11 +256,11 @@ fn route(
                     continue;
                 }
             };
-            let routed = scheduler.router().route(&address).await;
+            let routed = core.router().route(&address).await;
             let check = match (&routed.decision, ask_receivers) {
                 (Decision::Native { receiver }, true) => {
                     let locations = Forwarder::locations(receiver);
-                    match scheduler
+                    match core
                         .forwarder
                         .capabilities_any(&receiver.id, &locations)
                         .await
@@ -245,5 +282,83 @@ fn route(
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    })
+}
+
+fn queue(config: Config, json: bool, action: QueueAction) -> anyhow::Result<ExitCode> {
+    let action = match action {
+        QueueAction::List => queue_admin::Action::List,
+        QueueAction::Retry { id } => queue_admin::Action::Retry(id),
+        QueueAction::Drop { id } => queue_admin::Action::Drop(id),
+    };
+    let now = ischedule_bridge::proxy::schedule::unix_now();
+    let answer = match app::open_store(&config) {
+        Ok(store) => queue_admin::run(store.as_ref(), action, now)?,
+        // A running bridge holds the store: ask it instead.
+        Err(StoreError::AlreadyOpen { .. }) => queue_via_bridge(config, action)?,
+        Err(e) => return Err(e.into()),
+    };
+    match answer {
+        queue_admin::Answer::List(entries) if json => {
+            println!("{}", serde_json::to_string_pretty(&entries)?)
+        }
+        queue_admin::Answer::List(entries) => print!("{}", queue_admin::table(&entries, now)),
+        queue_admin::Answer::Done { id, done: true } => println!("#{id}: done"),
+        queue_admin::Answer::Done { id, done: false } => {
+            eprintln!("error: no queued message #{id}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The admin endpoint of the bridge running with this configuration.
+fn queue_via_bridge(
+    config: Config,
+    action: queue_admin::Action,
+) -> anyhow::Result<queue_admin::Answer> {
+    let listen = *config
+        .server
+        .listen
+        .first()
+        .context("the store is in use, and the configuration has no plain listener to ask the running bridge")?;
+    let host = if listen.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        listen.ip().to_string()
+    };
+    let mut headers = Vec::new();
+    if let Some(secret) = &config.senders.shared_secret {
+        headers.push((config.senders.secret_header.clone(), secret.clone()));
+    }
+    let headers: Vec<(&str, String)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.clone()))
+        .collect();
+    let core = app::Core::new(config)?;
+    let endpoint = Endpoint {
+        tls: false,
+        host,
+        port: listen.port(),
+    };
+    let (method, path) = action.to_http();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let response = runtime.block_on(core.forwarder.upstream.send(
+        &endpoint,
+        &Request {
+            method,
+            path_and_query: &path,
+            headers: &headers,
+            body: bytes::Bytes::new(),
+        },
+    ))?;
+    serde_json::from_slice(&response.body).with_context(|| {
+        format!(
+            "the bridge at {endpoint} answered HTTP {}: {}",
+            response.status,
+            String::from_utf8_lossy(&response.body)
+        )
     })
 }

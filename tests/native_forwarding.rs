@@ -96,7 +96,8 @@ fn statuses(r: &HttpResponse) -> Vec<(String, String)> {
 }
 
 /// Cyrus over HTTPS for cyrus.test, published by SRV; a domain whose SRV
-/// target refuses connections; a domain with no SRV record.
+/// target refuses connections; a domain with no SRV record. Native only:
+/// mail is the subject of tests/imip_outbound.rs.
 struct World {
     _certs: Certs,
     cyrus: Cyrus,
@@ -133,7 +134,8 @@ impl World {
             port,
             &format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
-                 [tls]\nca_file = \"{}\"\n[timeouts]\nconnect_secs = 2\nreceiver_secs = 10\n",
+                 [tls]\nca_file = \"{}\"\n[timeouts]\nconnect_secs = 2\nreceiver_secs = 10\n\
+                 [imip]\nmode = \"native-only\"\n",
                 dns.port,
                 certs.ca.display()
             ),

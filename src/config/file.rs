@@ -24,13 +24,23 @@ pub struct File {
     pub timeouts: Timeouts,
     #[serde(default)]
     pub capabilities: Capabilities,
+    #[serde(default)]
+    pub imip: Imip,
+    #[serde(default)]
+    pub smtp: Smtp,
+    #[serde(default)]
+    pub queue: Queue,
+    #[serde(default)]
+    pub idempotency: Idempotency,
+    #[serde(default)]
+    pub store: Store,
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
 }
 
 /// `listen` takes one address or a list.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "an \"IP:port\" string or a list of them")]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -123,12 +133,55 @@ pub struct Capabilities {
     pub administrator: Option<String>,
 }
 
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Imip {
+    pub mode: Option<String>,
+    pub reply_routing: Option<String>,
+    pub token_prefix: Option<String>,
+    pub token_domain: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Smtp {
+    pub relay: Option<String>,
+    pub outbox: Option<String>,
+    pub from: Option<String>,
+    pub helo: Option<String>,
+    pub direct_port: Option<u16>,
+    pub status_map: Option<String>,
+    pub timeout_secs: Option<f64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Queue {
+    pub first_retry_secs: Option<u64>,
+    pub max_retry_secs: Option<u64>,
+    pub max_age_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Idempotency {
+    pub window_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Store {
+    pub path: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub domain: Option<String>,
     pub address: Option<String>,
     pub to: Option<String>,
+    pub mode: Option<String>,
+    pub reply_routing: Option<String>,
 }
 
 /// Syntax and shape errors, with the key path serde was in and the line.

@@ -37,7 +37,85 @@ pub struct Config {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub administrator: Option<String>,
+    pub imip: Imip,
+    pub smtp: Smtp,
+    pub queue: Queue,
+    /// How long a POST's answer is kept to answer a retry of it identically.
+    pub idempotency_window: Duration,
+    /// Folder of the durable state (queue, reply tokens, idempotency keys).
+    pub store_path: PathBuf,
     pub routes: Vec<Route>,
+}
+
+/// Whether a domain is reached natively, by mail, or natively with mail as
+/// the fallback (DESIGN.md "fallback").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    NativeOnly,
+    ImipOnly,
+    /// Native when a receiver exists; iMIP when none does, or when it is
+    /// unreachable, answers 5xx, or lacks a needed capability.
+    NativeThenImip,
+}
+
+impl Mode {
+    pub fn allows_imip(self) -> bool {
+        self != Mode::NativeOnly
+    }
+
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::NativeOnly => "native-only",
+            Mode::ImipOnly => "imip-only",
+            Mode::NativeThenImip => "native-then-imip",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How replies to an invitation sent by mail find their way back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplyRouting {
+    /// The organizer's own mail domain delivers calendar replies to the bridge.
+    OrganizerDomain,
+    /// ORGANIZER is rewritten to `<prefix>+<token>@<token_domain>`.
+    Token,
+}
+
+#[derive(Debug, Clone)]
+pub struct Imip {
+    pub mode: Mode,
+    pub reply_routing: ReplyRouting,
+    pub token_prefix: String,
+    pub token_domain: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Smtp {
+    /// Relay, the recipients' MX, or the outbox folder.
+    pub route: crate::mail::transport::Route,
+    /// The bridge's own address: envelope sender and From.
+    pub from: String,
+    pub helo: Option<String>,
+    pub direct_port: u16,
+    pub status_map: crate::mail::status_map::StatusMap,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub first_retry: Duration,
+    pub max_retry: Duration,
+    /// Older messages are given up and reported to the organizer.
+    pub max_age: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -109,7 +187,10 @@ pub struct Timeouts {
 #[derive(Debug, Clone)]
 pub struct Route {
     pub matcher: RouteMatch,
-    pub to: Url,
+    /// The receiver; `None` only for `imip-only` routes.
+    pub to: Option<Url>,
+    pub mode: Option<Mode>,
+    pub reply_routing: Option<ReplyRouting>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

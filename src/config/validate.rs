@@ -6,12 +6,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ipnet::IpNet;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use url::Url;
 
 use super::file::{self, File};
-use super::{Config, Dns, Limits, Route, RouteMatch, Senders, Server, Timeouts, Tls, TlsListener};
+use super::{
+    Config, Dns, Imip, Limits, Mode, Queue, ReplyRouting, Route, RouteMatch, Senders, Server, Smtp,
+    Timeouts, Tls, TlsListener,
+};
 use crate::ischedule::CalAddress;
 use crate::itip::Stamp;
+use crate::mail::status_map::StatusMap;
+use crate::mail::transport;
 
 /// A configuration error: which file, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,6 +63,38 @@ impl Checker<'_> {
         }
     }
 
+    /// A PEM certificate chain: Pingora only reads it when the listener
+    /// starts, where a bad file would take every listener down.
+    fn certificate(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.existing_file(key, value)?;
+        let certs = CertificateDer::pem_file_iter(&path)
+            .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| {
+                self.err(
+                    key,
+                    format!("'{}' is not a PEM certificate file: {e}", path.display()),
+                )
+            })?;
+        if certs.is_empty() {
+            return Err(self.err(
+                key,
+                format!("'{}' holds no PEM certificate", path.display()),
+            ));
+        }
+        Ok(path)
+    }
+
+    fn private_key(&self, key: &str, value: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.existing_file(key, value)?;
+        PrivateKeyDer::from_pem_file(&path).map_err(|e| {
+            self.err(
+                key,
+                format!("'{}' is not a PEM private key: {e}", path.display()),
+            )
+        })?;
+        Ok(path)
+    }
+
     fn url(&self, key: &str, value: &str) -> Result<Url, ConfigError> {
         let url =
             Url::parse(value).map_err(|e| self.err(key, format!("'{value}' is not a URL: {e}")))?;
@@ -96,6 +135,44 @@ impl Checker<'_> {
             Ok(d)
         } else {
             Err(self.err(key, format!("'{value}' is not a domain name")))
+        }
+    }
+
+    fn mode(&self, key: &str, value: Option<&str>) -> Result<Option<Mode>, ConfigError> {
+        value
+            .map(|v| match v {
+                "native-only" => Ok(Mode::NativeOnly),
+                "imip-only" => Ok(Mode::ImipOnly),
+                "native-then-imip" => Ok(Mode::NativeThenImip),
+                _ => Err(self.err(
+                    key,
+                    format!("'{v}' is not one of native-only, imip-only, native-then-imip"),
+                )),
+            })
+            .transpose()
+    }
+
+    fn reply_routing(
+        &self,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Option<ReplyRouting>, ConfigError> {
+        value
+            .map(|v| match v {
+                "organizer-domain" => Ok(ReplyRouting::OrganizerDomain),
+                "token" => Ok(ReplyRouting::Token),
+                _ => Err(self.err(key, format!("'{v}' is not one of organizer-domain, token"))),
+            })
+            .transpose()
+    }
+
+    fn email(&self, key: &str, value: &str) -> Result<String, ConfigError> {
+        match CalAddress::parse(&format!("mailto:{value}"))
+            .ok()
+            .and_then(|a| a.email().map(str::to_string))
+        {
+            Some(email) => Ok(email),
+            None => Err(self.err(key, format!("'{value}' is not an e-mail address"))),
         }
     }
 
@@ -160,6 +237,13 @@ pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigEr
         .enumerate()
         .map(|(i, r)| route(&c, i, r))
         .collect::<Result<Vec<_>, _>>()?;
+    let smtp = smtp(&c, raw.smtp)?;
+    let imip = imip(&c, raw.imip, &smtp)?;
+    let queue = queue(&c, raw.queue)?;
+    let idempotency_window = Duration::from_secs(raw.idempotency.window_secs.unwrap_or(86_400));
+    let store_path = c
+        .base
+        .join(raw.store.path.unwrap_or_else(|| "state".into()));
     Ok(Config {
         source: source.to_string(),
         server,
@@ -170,7 +254,99 @@ pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigEr
         limits,
         timeouts,
         administrator,
+        imip,
+        smtp,
+        queue,
+        idempotency_window,
+        store_path,
         routes,
+    })
+}
+
+fn smtp(c: &Checker, s: file::Smtp) -> Result<Smtp, ConfigError> {
+    let from = c.email(
+        "smtp.from",
+        s.from.as_deref().unwrap_or("calendar-bridge@localhost"),
+    )?;
+    let outbox = c.base.join(s.outbox.unwrap_or_else(|| "outbox".into()));
+    let route = transport::Route::parse(s.relay.as_deref(), &outbox)
+        .map_err(|why| c.err("smtp.relay", why))?;
+    let status_map = match s.status_map {
+        None => StatusMap::embedded(),
+        Some(f) => {
+            let path = c.existing_file("smtp.status_map", &f)?;
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                c.err(
+                    "smtp.status_map",
+                    format!("cannot read '{}': {e}", path.display()),
+                )
+            })?;
+            StatusMap::parse(&text, &path.display().to_string()).map_err(|e| ConfigError {
+                file: e.file,
+                key: e.key,
+                why: e.why,
+            })?
+        }
+    };
+    Ok(Smtp {
+        route,
+        from,
+        helo: s.helo,
+        direct_port: s.direct_port.unwrap_or(25),
+        status_map,
+        timeout: c.seconds("smtp.timeout_secs", s.timeout_secs, 30.0)?,
+    })
+}
+
+fn imip(c: &Checker, i: file::Imip, smtp: &Smtp) -> Result<Imip, ConfigError> {
+    let token_prefix = i.token_prefix.unwrap_or_else(|| "ischedule".into());
+    if token_prefix.is_empty()
+        || !token_prefix
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '.')
+    {
+        return Err(c.err(
+            "imip.token_prefix",
+            format!("'{token_prefix}' must be letters, digits, '-' or '.'"),
+        ));
+    }
+    let token_domain = match i.token_domain {
+        Some(d) => c.domain("imip.token_domain", &d)?,
+        None => smtp
+            .from
+            .rsplit_once('@')
+            .map(|(_, d)| d.to_string())
+            .unwrap_or_default(),
+    };
+    Ok(Imip {
+        mode: c
+            .mode("imip.mode", i.mode.as_deref())?
+            .unwrap_or(Mode::NativeThenImip),
+        reply_routing: c
+            .reply_routing("imip.reply_routing", i.reply_routing.as_deref())?
+            .unwrap_or(ReplyRouting::OrganizerDomain),
+        token_prefix,
+        token_domain,
+    })
+}
+
+fn queue(c: &Checker, q: file::Queue) -> Result<Queue, ConfigError> {
+    let first_retry = Duration::from_secs(q.first_retry_secs.unwrap_or(60));
+    let max_retry = Duration::from_secs(q.max_retry_secs.unwrap_or(3600));
+    let max_age = Duration::from_secs(q.max_age_secs.unwrap_or(5 * 86_400));
+    if first_retry.is_zero() {
+        return Err(c.err("queue.first_retry_secs", "must be at least 1"));
+    }
+    if max_retry < first_retry {
+        return Err(c.err(
+            "queue.max_retry_secs",
+            "must not be below queue.first_retry_secs",
+        ));
+    }
+    Ok(Queue {
+        first_retry,
+        max_retry,
+        max_age,
     })
 }
 
@@ -190,8 +366,8 @@ fn server(c: &Checker, s: file::Server) -> Result<Server, ConfigError> {
         .map(|(i, t)| {
             Ok(TlsListener {
                 listen: c.socket(&format!("server.tls[{i}].listen"), &t.listen)?,
-                cert: c.existing_file(&format!("server.tls[{i}].cert"), &t.cert)?,
-                key: c.existing_file(&format!("server.tls[{i}].key"), &t.key)?,
+                cert: c.certificate(&format!("server.tls[{i}].cert"), &t.cert)?,
+                key: c.private_key(&format!("server.tls[{i}].key"), &t.key)?,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -349,10 +525,27 @@ fn route(c: &Checker, i: usize, r: file::Route) -> Result<Route, ConfigError> {
             ))
         }
     };
-    let to =
-        r.to.ok_or_else(|| c.err(key("to"), "missing: the receiver URL"))?;
+    let mode = c.mode(&key("mode"), r.mode.as_deref())?;
+    let to = match (r.to, mode) {
+        (Some(_), Some(Mode::ImipOnly)) => {
+            return Err(c.err(
+                key("to"),
+                "an imip-only route sends mail: it takes no receiver URL",
+            ))
+        }
+        (Some(to), _) => Some(c.url(&key("to"), &to)?),
+        (None, Some(Mode::ImipOnly)) => None,
+        (None, _) => {
+            return Err(c.err(
+                key("to"),
+                "missing: the receiver URL (or mode = \"imip-only\")",
+            ))
+        }
+    };
     Ok(Route {
         matcher,
-        to: c.url(&key("to"), &to)?,
+        to,
+        mode,
+        reply_routing: c.reply_routing(&key("reply_routing"), r.reply_routing.as_deref())?,
     })
 }

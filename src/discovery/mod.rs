@@ -48,6 +48,9 @@ pub enum AttemptOutcome {
     NoRecords,
     /// A single SRV record with target `.` (RFC 2782): no service, stop.
     NoService,
+    /// Not queried: a domain this bridge serves, whose SRV record names the
+    /// bridge itself. Stripping stops here instead of posting to ourselves.
+    LocalDomain,
 }
 
 /// Everything one discovery found out.
@@ -74,14 +77,24 @@ pub fn candidate_domains(domain: &str, strip_subdomains: bool) -> Vec<String> {
     (0..=last).map(|i| labels[i..].join(".")).collect()
 }
 
+/// Looks up the receiver for `domain`; `local` are the domains this bridge
+/// serves, never followed (see [`AttemptOutcome::LocalDomain`]).
 pub async fn discover(
     resolver: &DnsResolver,
     domain: &str,
     strip_subdomains: bool,
+    local: &[String],
 ) -> Result<Discovery, DnsFailure> {
     let mut attempts = Vec::new();
     for candidate in candidate_domains(domain, strip_subdomains) {
         let name = srv_name(&candidate);
+        if local.contains(&candidate) {
+            attempts.push(Attempt {
+                name,
+                outcome: AttemptOutcome::LocalDomain,
+            });
+            break;
+        }
         let outcome = match resolver.srv(&name).await? {
             None => AttemptOutcome::NoRecords,
             Some(records) if srv::is_no_service(&records) => AttemptOutcome::NoService,

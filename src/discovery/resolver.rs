@@ -102,6 +102,23 @@ impl DnsResolver {
         }))
     }
 
+    /// Mail exchangers of `domain` as (preference, exchange host without the
+    /// trailing dot), in answer order; empty when the domain has none
+    /// (NXDOMAIN or NODATA). A null MX (RFC 7505) comes back as `(0, ".")`.
+    pub async fn mx(&self, domain: &str) -> Result<Vec<(u16, String)>, DnsFailure> {
+        let Some(lookup) = absent_is_none(domain, self.inner.mx_lookup(fqdn(domain)).await)? else {
+            return Ok(vec![]);
+        };
+        Ok(lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::MX(mx) => Some((mx.preference, host_text(&mx.exchange.to_ascii()))),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Addresses of a host; an IP literal is returned as is.
     pub async fn ips(&self, host: &str) -> Result<Vec<IpAddr>, DnsFailure> {
         if let Ok(ip) = host

@@ -37,6 +37,38 @@ fn is_unwanted_attendee(line: &str, keep: &[CalAddress]) -> bool {
     CalAddress::parse(&line[colon + 1..]).map_or(true, |addr| !keep.contains(&addr))
 }
 
+/// Token reply routing: sets the value of every ORGANIZER content line to
+/// `new_value` (e.g. `mailto:ischedule+k3j...@bridge.example`), keeping its
+/// parameters (CN etc.) and every other byte (line endings, folding of other
+/// lines) exactly. Returns the edited object.
+///
+/// Replies then reach the bridge, which restores the real organizer on the
+/// way back (DESIGN.md, reply routing). A folded ORGANIZER line is written
+/// as one line, ending as its last physical line did; an ORGANIZER line
+/// without a value separator is malformed and stays as it was. `new_value`
+/// is written as given, so it must be a single-line calendar user address.
+pub fn replace_organizer(body: &str, new_value: &str) -> String {
+    let mut out = String::with_capacity(body.len() + new_value.len());
+    for line in content_lines(body) {
+        match with_organizer_value(&line, new_value) {
+            Some(edited) => out.push_str(&edited),
+            None => out.push_str(line.raw),
+        }
+    }
+    out
+}
+
+/// `line` with its value replaced, if it is a well-formed ORGANIZER line.
+fn with_organizer_value(line: &RawContentLine<'_>, new_value: &str) -> Option<String> {
+    let unfolded = line.unfolded();
+    if !property_name(&unfolded).eq_ignore_ascii_case("ORGANIZER") {
+        return None;
+    }
+    let colon = value_separator(&unfolded)?;
+    let ending = &line.raw[strip_line_ending(line.raw).len()..];
+    Some(format!("{}{new_value}{ending}", &unfolded[..=colon]))
+}
+
 /// The name of an unfolded content line: everything before the first `;`
 /// (parameters follow) or `:` (the value follows).
 pub(crate) fn property_name(line: &str) -> &str {
@@ -224,6 +256,57 @@ mod tests {
             let reread = crate::itip::ItipMessage::parse(&narrowed).unwrap();
             assert_eq!(reread.attendees, std::slice::from_ref(attendee));
         }
+    }
+
+    const TOKEN: &str = "mailto:ischedule+k3j9@bridge.example";
+
+    #[test]
+    fn replace_organizer_keeps_parameters_and_other_bytes() {
+        let body = "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\n\
+                    ORGANIZER;CN=\"Doe, J: x\";SENT-BY=\"mailto:a@x.org\":mailto:jdoe@example.com\r\n\
+                    DESCRIPTION:folded\r\n  text\r\nX-LF:only\n\
+                    ATTENDEE;CN=Bob:mailto:bob@example.org\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n";
+        let expected = body.replace(
+            "SENT-BY=\"mailto:a@x.org\":mailto:jdoe@example.com",
+            &format!("SENT-BY=\"mailto:a@x.org\":{TOKEN}"),
+        );
+        assert_eq!(replace_organizer(body, TOKEN), expected);
+    }
+
+    #[test]
+    fn replace_organizer_unfolds_a_folded_organizer() {
+        let body = "UID:1\r\norganizer;CN=Long\r\n  Name:mai\r\n\tlto:o@example.com\r\nUID:2\n";
+        assert_eq!(
+            replace_organizer(body, TOKEN),
+            format!("UID:1\r\norganizer;CN=Long Name:{TOKEN}\r\nUID:2\n")
+        );
+    }
+
+    #[test]
+    fn replace_organizer_handles_lf_every_component_and_a_missing_final_newline() {
+        let body = "ORGANIZER:mailto:o@x.org\nX-ORGANIZER:mailto:o@x.org\nORGANIZER:mailto:o@x.org";
+        assert_eq!(
+            replace_organizer(body, TOKEN),
+            format!("ORGANIZER:{TOKEN}\nX-ORGANIZER:mailto:o@x.org\nORGANIZER:{TOKEN}")
+        );
+    }
+
+    #[test]
+    fn replace_organizer_leaves_malformed_lines_and_other_objects_alone() {
+        let body = "ORGANIZER;CN=\"no: value\r\nATTENDEE:mailto:o@x.org\r\n";
+        assert_eq!(replace_organizer(body, TOKEN), body);
+        assert_eq!(
+            replace_organizer(FREEBUSY_CRLF, "mailto:bernard@example.com"),
+            FREEBUSY_CRLF
+        );
+    }
+
+    #[test]
+    fn replaced_organizer_is_what_the_message_parser_reads() {
+        let edited = replace_organizer(FREEBUSY_CRLF, TOKEN);
+        let msg = crate::itip::ItipMessage::parse(&edited).unwrap();
+        assert_eq!(msg.organizer, Some(CalAddress::parse(TOKEN).unwrap()));
+        assert_eq!(msg.attendees.len(), 3);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod method;
 pub use datetime::Stamp;
 pub use method::{ComponentKind, Method, Role};
 pub mod edit;
+pub mod failure_reply;
 pub mod message;
 pub mod rules;
 pub use message::{Attachments, Instances, ItipMessage};

@@ -79,17 +79,17 @@ impl Forwarder {
         request: &SchedulingRequest,
         receiver: &Receiver,
         recipients: &[CalAddress],
-    ) -> Vec<RecipientResponse> {
+    ) -> Vec<Delivered> {
         let locations = Forwarder::locations(receiver);
         // `location` is where the capabilities finally came from: the
         // well-known URI commonly redirects, and POSTs go there directly.
         let (capabilities, location) = match self.capabilities_any(&receiver.id, &locations).await {
             Ok(found) => found,
-            Err(e) => return all(recipients, unreachable_status(&e)),
+            Err(e) => return all(recipients, unreachable(&e)),
         };
         if let CapabilityOutcome::Known { capabilities, .. } = &capabilities {
-            if let Err(mismatch) = capabilities.check(&request.facts()) {
-                return all(recipients, mismatch_status(&mismatch, &location.url()));
+            if let Err(m) = capabilities.check(&request.facts()) {
+                return all(recipients, mismatch(&m, &location.url()));
             }
         }
         let chunk = match &capabilities {
@@ -209,7 +209,7 @@ impl Forwarder {
         id: &str,
         locations: &[Location],
         part: &[CalAddress],
-    ) -> Vec<RecipientResponse> {
+    ) -> Vec<Delivered> {
         let body = if request.itip.component == ComponentKind::VFreeBusy {
             // Spec 5.1: a VFREEBUSY's ATTENDEEs must match this POST's
             // Recipients one-for-one.
@@ -260,14 +260,14 @@ impl Forwarder {
                     return map_answer(part, &response, &at.url());
                 }
                 Err(e) if e.is_unreachable() => last = Some(e),
-                Err(e) => return all(part, unreachable_status(&e)),
+                Err(e) => return all(part, unreachable(&e)),
             }
         }
         let e = last.unwrap_or_else(|| UpstreamError::Unreachable {
             endpoint: id.to_string(),
             reason: "no usable SRV target".into(),
         });
-        all(part, unreachable_status(&e))
+        all(part, unreachable(&e))
     }
 
     /// Sends and follows 301/302/307/308 with the same method and body
@@ -347,45 +347,63 @@ fn location_of(url: &Url) -> Option<Location> {
     })
 }
 
-fn all(
-    recipients: &[CalAddress],
-    (status, description): (RequestStatus, String),
-) -> Vec<RecipientResponse> {
+/// One recipient's native result. `fallback` marks the failures after which
+/// a `native-then-imip` route sends mail instead: the receiver could not be
+/// reached, answered 5xx, or lacks a capability the message needs.
+#[derive(Debug, Clone)]
+pub struct Delivered {
+    pub response: RecipientResponse,
+    pub fallback: bool,
+}
+
+/// The same failure for every recipient of a part.
+struct Failure {
+    status: RequestStatus,
+    description: String,
+    fallback: bool,
+}
+
+fn all(recipients: &[CalAddress], failure: Failure) -> Vec<Delivered> {
     recipients
         .iter()
-        .map(|r| RecipientResponse {
-            recipient: r.as_str().to_string(),
-            status: status.clone(),
-            calendar_data: None,
-            error: None,
-            description: Some(description.clone()),
+        .map(|r| Delivered {
+            response: RecipientResponse {
+                recipient: r.as_str().to_string(),
+                status: failure.status.clone(),
+                calendar_data: None,
+                error: None,
+                description: Some(failure.description.clone()),
+            },
+            fallback: failure.fallback,
         })
         .collect()
 }
 
 /// DESIGN.md: an unreachable receiver is `5.1`, with what was tried.
-fn unreachable_status(e: &UpstreamError) -> (RequestStatus, String) {
-    (
-        RequestStatus::service_unavailable(),
-        format!("receiver not reached: {e}"),
-    )
+fn unreachable(e: &UpstreamError) -> Failure {
+    Failure {
+        status: RequestStatus::service_unavailable(),
+        description: format!("receiver not reached: {e}"),
+        fallback: true,
+    }
 }
 
-fn mismatch_status(m: &CapabilityMismatch, at: &str) -> (RequestStatus, String) {
+fn mismatch(m: &CapabilityMismatch, at: &str) -> Failure {
     let status = match m {
         CapabilityMismatch::ContentLength { .. } => {
             RequestStatus::new(StatusCode::TOO_LARGE, "Request entity too large")
         }
         _ => RequestStatus::new(StatusCode::UNSUPPORTED_CAPABILITY, "Unsupported capability"),
     };
-    (
+    Failure {
         status,
-        format!("not sent: the receiver at {at} does not accept it: {m}"),
-    )
+        description: format!("not sent: the receiver at {at} does not accept it: {m}"),
+        fallback: true,
+    }
 }
 
 /// A receiver's answer, one response per recipient of the part.
-fn map_answer(part: &[CalAddress], response: &Response, at: &str) -> Vec<RecipientResponse> {
+fn map_answer(part: &[CalAddress], response: &Response, at: &str) -> Vec<Delivered> {
     if response.status == 200 {
         return match ScheduleResponse::parse(&response.body) {
             Ok(answer) => part
@@ -395,28 +413,32 @@ fn map_answer(part: &[CalAddress], response: &Response, at: &str) -> Vec<Recipie
                         .responses
                         .iter()
                         .find(|a| CalAddress::parse(&a.recipient).is_ok_and(|a| a == *r))
-                        .map(|a| RecipientResponse {
-                            recipient: r.as_str().to_string(),
-                            ..a.clone()
+                        .map(|a| Delivered {
+                            response: RecipientResponse {
+                                recipient: r.as_str().to_string(),
+                                ..a.clone()
+                            },
+                            fallback: false,
                         })
                         .unwrap_or_else(|| {
-                            let why = format!(
-                                "the receiver at {at} returned no status for this recipient"
-                            );
-                            all(
-                                std::slice::from_ref(r),
-                                (RequestStatus::service_unavailable(), why),
-                            )
-                            .remove(0)
+                            let failure = Failure {
+                                status: RequestStatus::service_unavailable(),
+                                description: format!(
+                                    "the receiver at {at} returned no status for this recipient"
+                                ),
+                                fallback: false,
+                            };
+                            all(std::slice::from_ref(r), failure).remove(0)
                         })
                 })
                 .collect(),
             Err(e) => all(
                 part,
-                (
-                    RequestStatus::service_unavailable(),
-                    format!("unreadable schedule-response from {at}: {e}"),
-                ),
+                Failure {
+                    status: RequestStatus::service_unavailable(),
+                    description: format!("unreadable schedule-response from {at}: {e}"),
+                    fallback: false,
+                },
             ),
         };
     }
@@ -444,12 +466,13 @@ fn map_answer(part: &[CalAddress], response: &Response, at: &str) -> Vec<Recipie
     };
     all(
         part,
-        (
+        Failure {
             status,
-            format!(
+            description: format!(
                 "the receiver at {at} answered HTTP {}: {detail}",
                 response.status
             ),
-        ),
+            fallback: response.status >= 500,
+        },
     )
 }

@@ -3,6 +3,7 @@
 
 pub mod forward;
 pub mod own_capabilities;
+pub mod queue_worker;
 pub mod schedule;
 pub mod senders;
 pub mod service;

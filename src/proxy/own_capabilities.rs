@@ -2,6 +2,7 @@
 //! configuration once at start-up.
 
 use crate::config::Config;
+use crate::digest;
 use crate::ischedule::capabilities::{AttachmentSupport, Capabilities, ComponentSupport};
 use crate::itip::{ComponentKind, Method};
 
@@ -50,7 +51,10 @@ impl OwnCapabilities {
         // when a setting that senders see changes, and survives restarts.
         capabilities.serial = serial_of(&capabilities.to_xml());
         let xml = capabilities.to_xml();
-        let etag = format!("\"{:016x}\"", fnv1a(xml.as_bytes()));
+        let etag = format!(
+            "\"{:016x}\"",
+            digest::fnv1a(digest::FNV_OFFSET, &[xml.as_bytes()])
+        );
         OwnCapabilities {
             capabilities,
             xml,
@@ -65,14 +69,7 @@ impl OwnCapabilities {
 
 /// A positive number that fits any receiver's 32-bit integer parser.
 fn serial_of(document: &str) -> u64 {
-    fnv1a(document.as_bytes()) % 2_000_000_000 + 1
-}
-
-/// FNV-1a: stable across releases and platforms, unlike std's hasher.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    digest::fnv1a(digest::FNV_OFFSET, &[document.as_bytes()]) % 2_000_000_000 + 1
 }
 
 #[cfg(test)]

@@ -1,26 +1,36 @@
-//! One scheduling request end to end: route every recipient, group them by
-//! receiver, deliver the groups concurrently, and merge the answers into
-//! one schedule-response in request order.
+//! One scheduling request end to end: answer a retry from the idempotency
+//! record, route every recipient, deliver native groups concurrently, send
+//! mail where there is no receiver (or it failed and the mode allows it),
+//! and merge everything into one schedule-response in request order.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use futures::future::join_all;
 use serde::Serialize;
 
-use super::forward::Forwarder;
-use crate::config::Config;
+use super::forward::{Delivered, Forwarder};
+use crate::config::{Config, Mode, ReplyRouting};
+use crate::digest;
 use crate::discovery::DnsResolver;
+use crate::imip::outbound;
 use crate::ischedule::request::SchedulingRequest;
 use crate::ischedule::xml::{RecipientResponse, ScheduleResponse};
-use crate::ischedule::{CalAddress, RequestStatus};
+use crate::ischedule::{CalAddress, RequestStatus, StatusCode};
+use crate::itip::failure_reply::FailureReply;
+use crate::itip::{ComponentKind, ItipMessage};
+use crate::mail::queue::{GivenUp, Mailer};
 use crate::routing::{Decision, Receiver, Routed, Router};
+use crate::store::{Store, UnixTime};
 
 pub struct Scheduler {
     pub config: Arc<Config>,
     pub resolver: Arc<DnsResolver>,
     pub forwarder: Forwarder,
+    pub mailer: Mailer,
+    pub store: Arc<dyn Store>,
 }
 
 /// What happened to one recipient, for the one log line per POST.
@@ -32,6 +42,27 @@ pub struct RecipientLog {
     pub status: String,
 }
 
+/// The answer to a POST and how it was reached.
+pub struct Scheduled {
+    pub response: ScheduleResponse,
+    pub log: Vec<RecipientLog>,
+    /// Answered from the idempotency record: nothing was sent again.
+    pub repeated: bool,
+}
+
+/// A recipient on its way to mail, and why it goes there.
+struct ByMail {
+    address: CalAddress,
+    reply_routing: ReplyRouting,
+    why: String,
+}
+
+pub fn unix_now() -> UnixTime {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 impl Scheduler {
     pub fn router(&self) -> Router<'_> {
         Router {
@@ -40,16 +71,52 @@ impl Scheduler {
         }
     }
 
-    pub async fn schedule(
-        &self,
-        request: &SchedulingRequest,
-    ) -> (ScheduleResponse, Vec<RecipientLog>) {
+    pub async fn schedule(&self, request: &SchedulingRequest) -> Scheduled {
+        let key = idempotency_key(request);
+        if let Some(repeat) = key.as_deref().and_then(|k| self.recall(k)) {
+            return repeat;
+        }
+        let scheduled = self.schedule_once(request).await;
+        if let Some(key) = key {
+            let expires = unix_now() + self.config.idempotency_window.as_secs();
+            if let Err(e) =
+                self.store
+                    .remember(&key, scheduled.response.to_xml().as_bytes(), expires)
+            {
+                tracing::warn!(target: "ischedule::post", error = %e, "could not record the answer for idempotency");
+            }
+        }
+        scheduled
+    }
+
+    fn recall(&self, key: &str) -> Option<Scheduled> {
+        let stored = self.store.recall(key, unix_now()).ok().flatten()?;
+        let response = ScheduleResponse::parse(&stored).ok()?;
+        let log = response
+            .responses
+            .iter()
+            .map(|r| RecipientLog {
+                recipient: r.recipient.clone(),
+                route: "repeat".into(),
+                receiver: None,
+                status: r.status.to_string(),
+            })
+            .collect();
+        Some(Scheduled {
+            response,
+            log,
+            repeated: true,
+        })
+    }
+
+    async fn schedule_once(&self, request: &SchedulingRequest) -> Scheduled {
         let router = self.router();
         let routed: Vec<Routed> =
             join_all(request.recipients.iter().map(|r| router.route(r))).await;
 
         let mut answers: HashMap<CalAddress, RecipientResponse> = HashMap::new();
         let mut groups: Vec<(Receiver, Vec<CalAddress>)> = Vec::new();
+        let mut by_mail: Vec<ByMail> = Vec::new();
         for r in &routed {
             match &r.decision {
                 Decision::Native { receiver } => {
@@ -58,6 +125,11 @@ impl Scheduler {
                         None => groups.push((receiver.clone(), vec![r.address.clone()])),
                     }
                 }
+                Decision::Imip { why } => by_mail.push(ByMail {
+                    address: r.address.clone(),
+                    reply_routing: r.reply_routing,
+                    why: why.clone(),
+                }),
                 Decision::NoReceiver { why } => {
                     answers.insert(
                         r.address.clone(),
@@ -80,15 +152,39 @@ impl Scheduler {
                 .map(|(receiver, members)| self.deliver_within(limit, request, receiver, members)),
         )
         .await;
-        for ((_, members), responses) in groups.iter().zip(delivered) {
-            for (member, response) in members.iter().zip(responses) {
-                answers.insert(member.clone(), response);
+        let fallback_allowed: HashMap<&CalAddress, &Routed> = routed
+            .iter()
+            .filter(|r| r.mode == Mode::NativeThenImip)
+            .map(|r| (&r.address, r))
+            .collect();
+        for ((_, members), results) in groups.iter().zip(delivered) {
+            for (member, d) in members.iter().zip(results) {
+                match fallback_allowed.get(member).filter(|_| d.fallback) {
+                    Some(r) => by_mail.push(ByMail {
+                        address: member.clone(),
+                        reply_routing: r.reply_routing,
+                        why: format!(
+                            "native delivery failed ({}), sent by mail instead",
+                            d.response.description.unwrap_or_default()
+                        ),
+                    }),
+                    None => {
+                        answers.insert(member.clone(), d.response);
+                    }
+                }
             }
+        }
+
+        let mailed = join_all(by_mail.iter().map(|m| self.mail(request, m))).await;
+        let mut routes: HashMap<&CalAddress, &'static str> = HashMap::new();
+        for (m, response) in by_mail.iter().zip(mailed) {
+            routes.insert(&m.address, "imip");
+            answers.insert(m.address.clone(), response);
         }
 
         let mut responses = Vec::with_capacity(routed.len());
         let mut log = Vec::with_capacity(routed.len());
-        for r in routed {
+        for r in &routed {
             let response = answers.remove(&r.address).unwrap_or_else(|| {
                 answer(
                     &r.address,
@@ -98,7 +194,13 @@ impl Scheduler {
             });
             log.push(RecipientLog {
                 recipient: r.address.to_string(),
-                route: route_label(&r),
+                route: match routes.get(&r.address) {
+                    Some(route) if matches!(r.decision, Decision::Native { .. }) => {
+                        format!("{} then {route}", route_label(r))
+                    }
+                    Some(route) => (*route).to_string(),
+                    None => route_label(r),
+                },
                 receiver: match &r.decision {
                     Decision::Native { receiver } => Some(receiver.id.clone()),
                     _ => None,
@@ -107,7 +209,11 @@ impl Scheduler {
             });
             responses.push(response);
         }
-        (ScheduleResponse { responses }, log)
+        Scheduled {
+            response: ScheduleResponse { responses },
+            log,
+            repeated: false,
+        }
     }
 
     /// A group that does not finish in time answers 5.1 rather than holding
@@ -118,11 +224,11 @@ impl Scheduler {
         request: &SchedulingRequest,
         receiver: &Receiver,
         members: &[CalAddress],
-    ) -> Vec<RecipientResponse> {
+    ) -> Vec<Delivered> {
         let started = Instant::now();
         match tokio::time::timeout(limit, self.forwarder.deliver(request, receiver, members)).await
         {
-            Ok(responses) => responses,
+            Ok(delivered) => delivered,
             Err(_) => {
                 let why = format!(
                     "delivery to {} did not finish within {:.0} s",
@@ -131,11 +237,140 @@ impl Scheduler {
                 );
                 members
                     .iter()
-                    .map(|m| answer(m, RequestStatus::service_unavailable(), &why))
+                    .map(|m| Delivered {
+                        response: answer(m, RequestStatus::service_unavailable(), &why),
+                        fallback: true,
+                    })
                     .collect()
             }
         }
     }
+
+    /// One recipient by iMIP; the description says why mail was used.
+    async fn mail(&self, request: &SchedulingRequest, m: &ByMail) -> RecipientResponse {
+        if request.itip.component == ComponentKind::VFreeBusy {
+            let why = format!(
+                "free-busy needs a native iSchedule receiver, none usable: {}",
+                m.why
+            );
+            return answer(&m.address, RequestStatus::no_scheduling_support(), &why);
+        }
+        let composed = match outbound::compose(
+            &self.config,
+            self.store.as_ref(),
+            request,
+            &m.address,
+            m.reply_routing,
+        ) {
+            Ok(c) => c,
+            Err(e @ outbound::ComposeError::NotMail(_)) => {
+                return answer(
+                    &m.address,
+                    RequestStatus::no_scheduling_support(),
+                    &e.to_string(),
+                )
+            }
+            Err(e) => {
+                return answer(
+                    &m.address,
+                    RequestStatus::service_unavailable(),
+                    &e.to_string(),
+                )
+            }
+        };
+        let (status, description) = self.mailer.deliver(composed, unix_now()).await;
+        answer(&m.address, status, &format!("{description} ({})", m.why))
+    }
+
+    /// Tells the organizer, by a REPLY from the attendee carrying
+    /// `REQUEST-STATUS:5.1`, that queued mail will not be delivered.
+    pub async fn report_failure(&self, given_up: &GivenUp) {
+        let Some(notice) = &given_up.mail.notice else {
+            return;
+        };
+        let dtstamp = crate::itip::Stamp::from_unix(unix_now()).to_string();
+        let status = format!(
+            "{};{}",
+            StatusCode::SERVICE_UNAVAILABLE,
+            RequestStatus::service_unavailable().description
+        );
+        let detail = format!("{} ({})", given_up.why, given_up.status);
+        let body = FailureReply {
+            organizer: &notice.organizer,
+            attendee: &notice.attendee,
+            uid: &notice.uid,
+            component: ComponentKind::parse(&notice.component).unwrap_or(ComponentKind::VEvent),
+            recurrence_id: notice.recurrence_id.as_deref(),
+            status: &status,
+            detail: &detail,
+            dtstamp: &dtstamp,
+        }
+        .to_ical();
+        let outcome = self
+            .post_reply(
+                notice.organizer.as_str(),
+                notice.attendee.as_str(),
+                given_up.id,
+                body,
+            )
+            .await;
+        tracing::info!(
+            target: "ischedule::queue",
+            id = given_up.id,
+            organizer = %notice.organizer,
+            attendee = %notice.attendee,
+            outcome = %outcome,
+            "failure reported to the organizer"
+        );
+    }
+
+    async fn post_reply(&self, organizer: &str, attendee: &str, id: u64, body: String) -> String {
+        let (Ok(organizer), Ok(attendee), Ok(itip)) = (
+            CalAddress::parse(organizer),
+            CalAddress::parse(attendee),
+            ItipMessage::parse(&body),
+        ) else {
+            return "not posted: the stored notice is not a valid REPLY".into();
+        };
+        let content_type = format!("text/calendar; component={}; method=REPLY", itip.component);
+        let request = SchedulingRequest {
+            originator: attendee,
+            recipients: vec![organizer.clone()],
+            message_id: Some(format!("ischedule-bridge-failure-{id}-{}", unix_now())),
+            content_type,
+            body: Bytes::from(body),
+            itip,
+        };
+        let routed = self.router().route(&organizer).await;
+        let Decision::Native { receiver } = &routed.decision else {
+            return "logged only: the organizer has no iSchedule receiver".into();
+        };
+        let delivered = self
+            .forwarder
+            .deliver(&request, receiver, &[organizer])
+            .await;
+        delivered.first().map_or("no answer".into(), |d| {
+            format!("{} at {}", d.response.status, receiver.id)
+        })
+    }
+}
+
+/// A retried POST is the same Originator, iSchedule-Message-ID, Recipients
+/// and body. A sender reusing an id for a different message gets that
+/// message delivered, not the earlier answer.
+fn idempotency_key(request: &SchedulingRequest) -> Option<String> {
+    let id = request.message_id.as_ref()?;
+    let recipients: Vec<&str> = request
+        .recipients
+        .iter()
+        .map(CalAddress::normalized)
+        .collect();
+    let recipients = recipients.join("\n");
+    let content = digest::fnv1a(digest::FNV_OFFSET, &[recipients.as_bytes(), &request.body]);
+    Some(format!(
+        "{}\n{id}\n{content:016x}",
+        request.originator.normalized()
+    ))
 }
 
 fn answer(recipient: &CalAddress, status: RequestStatus, why: &str) -> RecipientResponse {
@@ -152,6 +387,7 @@ fn route_label(r: &Routed) -> String {
     match (&r.decision, &r.rule) {
         (Decision::Native { .. }, Some((index, rule))) => format!("rule[{index}] {rule}"),
         (Decision::Native { .. }, None) => "srv".into(),
+        (Decision::Imip { .. }, _) => "imip".into(),
         (Decision::NoReceiver { .. }, _) => "no-receiver".into(),
         (Decision::Failed { .. }, _) => "dns-failure".into(),
     }

@@ -13,12 +13,13 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 
 use super::own_capabilities::OwnCapabilities;
-use super::schedule::Scheduler;
+use super::schedule::{unix_now, Scheduled, Scheduler};
 use super::senders;
 use crate::discovery::WELL_KNOWN_PATH;
 use crate::ischedule::request::{self, SchedulingRequest};
 use crate::ischedule::xml::error_document;
 use crate::ischedule::{headers, IsError, Rejection, VERSION};
+use crate::mail::queue_admin;
 
 /// Pingora application state shared by every request.
 pub struct BridgeService {
@@ -28,6 +29,8 @@ pub struct BridgeService {
 
 /// What kind of request this is, decided from method and path alone.
 enum Kind {
+    /// Queue administration for `ischedule-bridge queue` (local senders only).
+    Admin(queue_admin::Action),
     Capabilities,
     Schedule,
     Options,
@@ -40,6 +43,9 @@ impl BridgeService {
     fn classify(&self, session: &Session) -> Kind {
         let req = session.req_header();
         let path = req.uri.path();
+        if let Some(action) = queue_admin::Action::from_http(req.method.as_str(), path) {
+            return Kind::Admin(action);
+        }
         let is_receiver = path == WELL_KNOWN_PATH || path == self.scheduler.config.server.path;
         if req.method == http::Method::OPTIONS && (is_receiver || req.uri == "*") {
             return Kind::Options;
@@ -139,6 +145,32 @@ impl BridgeService {
         }
     }
 
+    async fn admin(&self, session: &mut Session, action: queue_admin::Action) -> Result<()> {
+        let config = &self.scheduler.config;
+        let sender = senders::classify(config, client_ip(session), &session.req_header().headers);
+        let (status, body) = match sender {
+            senders::Sender::Remote => (
+                403,
+                r#"{"error":"queue administration is for local senders only"}"#.to_string(),
+            ),
+            senders::Sender::Local { .. } => {
+                match queue_admin::run(self.scheduler.store.as_ref(), action, unix_now()) {
+                    Ok(answer @ queue_admin::Answer::Done { done: false, .. }) => {
+                        (404, serde_json::to_string(&answer).unwrap_or_default())
+                    }
+                    Ok(answer) => (200, serde_json::to_string(&answer).unwrap_or_default()),
+                    Err(e) => (
+                        500,
+                        serde_json::json!({ "error": format!("{e:#}") }).to_string(),
+                    ),
+                }
+            }
+        };
+        let resp = ResponseHeader::build(status, Some(2))?;
+        self.send(session, resp, "application/json", Bytes::from(body))
+            .await
+    }
+
     async fn schedule(&self, session: &mut Session) -> Result<()> {
         let started = Instant::now();
         let config = &self.scheduler.config;
@@ -171,9 +203,10 @@ impl BridgeService {
             log_rejection(session, &rejection, started);
             return self.reject(session, &rejection).await;
         }
-        let (response, log) = self.scheduler.schedule(&request).await;
-        log_post(&request, &sender, &log, started);
-        self.send_xml(session, 200, response.to_xml()).await
+        let scheduled = self.scheduler.schedule(&request).await;
+        log_post(&request, &sender, &scheduled, started);
+        self.send_xml(session, 200, scheduled.response.to_xml())
+            .await
     }
 }
 
@@ -216,9 +249,26 @@ impl ProxyHttp for BridgeService {
                     .await?;
             }
             Kind::Capabilities => self.capabilities(session).await?,
+            Kind::Admin(action) => self.admin(session, action).await?,
             Kind::Schedule => self.schedule(session).await?,
         }
         Ok(true)
+    }
+
+    /// Pass-through answers lose the origin's hop-by-hop `Upgrade` offer
+    /// (it belongs to the origin's connection, not ours) and its `Alt-Svc`,
+    /// which would point clients past the bridge at the origin's own port.
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if upstream_response.status != 101 {
+            upstream_response.remove_header("Upgrade");
+        }
+        upstream_response.remove_header("Alt-Svc");
+        Ok(())
     }
 
     async fn upstream_peer(
@@ -324,7 +374,7 @@ async fn read_body(
 fn log_post(
     request: &SchedulingRequest,
     sender: &senders::Sender,
-    recipients: &[super::schedule::RecipientLog],
+    scheduled: &Scheduled,
     started: Instant,
 ) {
     tracing::info!(
@@ -334,7 +384,8 @@ fn log_post(
         method = %request.itip.method,
         component = %request.itip.component,
         sender = %sender,
-        recipients = %serde_json::to_string(recipients).unwrap_or_default(),
+        repeated = scheduled.repeated,
+        recipients = %serde_json::to_string(&scheduled.log).unwrap_or_default(),
         duration_ms = started.elapsed().as_millis() as u64,
         "scheduled"
     );

@@ -43,7 +43,7 @@ impl std::fmt::Display for Endpoint {
 pub struct Request<'a> {
     pub method: &'static str,
     pub path_and_query: &'a str,
-    pub headers: &'a [(&'static str, String)],
+    pub headers: &'a [(&'a str, String)],
     pub body: Bytes,
 }
 
@@ -275,9 +275,9 @@ fn request_header(endpoint: &Endpoint, request: &Request<'_>) -> Result<RequestH
     } else {
         format!("{}:{}", endpoint.host, endpoint.port)
     };
-    let mut set = |name: &'static str, value: String| {
+    let mut set = |name: &str, value: String| {
         header
-            .append_header(name, value)
+            .append_header(name.to_string(), value)
             .map(|_| ())
             .map_err(|e| e.to_string())
     };

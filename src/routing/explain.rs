@@ -3,6 +3,7 @@
 use serde_json::{json, Value};
 
 use super::{Decision, Routed, Target};
+use crate::config::{Mode, ReplyRouting};
 use crate::discovery::{AttemptOutcome, PathSource};
 use crate::proxy::forward::CapabilityOutcome;
 
@@ -14,7 +15,7 @@ pub enum ReceiverCheck {
 }
 
 pub fn text(r: &Routed, check: &ReceiverCheck) -> String {
-    let mut out = format!("{}\n", r.address);
+    let mut out = format!("{}\n  mode: {}\n", r.address, mode_name(r.mode));
     if let Some((index, rule)) = &r.rule {
         out += &format!("  rule: [[route]] #{index} ({rule}) matched\n");
     }
@@ -27,6 +28,9 @@ pub fn text(r: &Routed, check: &ReceiverCheck) -> String {
                 AttemptOutcome::Found => "found",
                 AttemptOutcome::NoRecords => "no records",
                 AttemptOutcome::NoService => "target \".\": service decidedly not available",
+                AttemptOutcome::LocalDomain => {
+                    "not queried: a local domain (its SRV points at this bridge)"
+                }
             };
             out += &format!("  SRV {}: {what}\n", a.name);
         }
@@ -57,6 +61,13 @@ pub fn text(r: &Routed, check: &ReceiverCheck) -> String {
                 service.domain, receiver.id
             ),
         },
+        Decision::Imip { why } => format!(
+            "  => iMIP mail ({why}); replies come back by {}\n",
+            match r.reply_routing {
+                ReplyRouting::Token => "reply token",
+                ReplyRouting::OrganizerDomain => "the organizer's mail domain",
+            }
+        ),
         Decision::NoReceiver { why } => {
             format!("  => no receiver ({why}) => 5.3;No scheduling support for user\n")
         }
@@ -127,7 +138,16 @@ pub fn json(r: &Routed, check: &ReceiverCheck) -> Value {
         "address": r.address,
         "rule": r.rule.as_ref().map(|(i, d)| json!({ "index": i, "match": d })),
         "discovery": r.discovery,
+        "mode": r.mode,
+        "reply_routing": r.reply_routing,
         "decision": r.decision,
         "capabilities": capabilities,
     })
+}
+
+fn mode_name(mode: Mode) -> String {
+    match mode {
+        Mode::NativeThenImip => format!("{mode} (mail when there is no receiver or it fails)"),
+        _ => mode.to_string(),
+    }
 }

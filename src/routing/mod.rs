@@ -7,8 +7,8 @@ pub mod explain;
 use serde::Serialize;
 use url::Url;
 
-use crate::config::Config;
-use crate::discovery::{self, Discovery, DnsResolver, Service};
+use crate::config::{Config, Mode, ReplyRouting};
+use crate::discovery::{self, AttemptOutcome, Discovery, DnsResolver, Service};
 use crate::ischedule::CalAddress;
 
 /// Where one recipient's message goes.
@@ -17,7 +17,9 @@ use crate::ischedule::CalAddress;
 pub enum Decision {
     /// A native iSchedule receiver.
     Native { receiver: Receiver },
-    /// Nobody speaks iSchedule for this address.
+    /// iTIP by mail (iMIP), and why.
+    Imip { why: String },
+    /// Nobody speaks iSchedule for this address and mail is not allowed.
     NoReceiver { why: String },
     /// DNS could not answer; nothing can be concluded yet.
     Failed { why: String },
@@ -46,6 +48,10 @@ pub struct Routed {
     /// `(index, description)` of the static rule that matched.
     pub rule: Option<(usize, String)>,
     pub discovery: Option<Discovery>,
+    /// The mode that applied: with `native-then-imip` a failed native
+    /// delivery falls back to mail.
+    pub mode: Mode,
+    pub reply_routing: ReplyRouting,
     pub decision: Decision,
 }
 
@@ -56,44 +62,69 @@ pub struct Router<'a> {
 
 impl Router<'_> {
     pub async fn route(&self, address: &CalAddress) -> Routed {
-        let routed = |rule, discovery, decision| Routed {
-            address: address.clone(),
-            rule,
-            discovery,
-            decision,
-        };
-        if let Some((index, route)) = self
+        let rule = self
             .config
             .routes
             .iter()
             .enumerate()
-            .find(|(_, r)| r.matcher.matches(address))
-        {
-            let receiver = Receiver {
-                id: route.to.to_string(),
-                target: Target::Url {
-                    url: route.to.clone(),
+            .find(|(_, r)| r.matcher.matches(address));
+        let imip = &self.config.imip;
+        let mode = rule.and_then(|(_, r)| r.mode).unwrap_or(imip.mode);
+        let reply_routing = rule
+            .and_then(|(_, r)| r.reply_routing)
+            .unwrap_or(imip.reply_routing);
+        let routed = |discovery, decision| Routed {
+            address: address.clone(),
+            rule: rule.map(|(i, r)| (i, r.matcher.to_string())),
+            discovery,
+            mode,
+            reply_routing,
+            decision,
+        };
+        // Without a receiver, mail if the mode allows it, else 5.3.
+        let without_receiver = |why: String| {
+            if mode.allows_imip() {
+                Decision::Imip { why }
+            } else {
+                Decision::NoReceiver { why }
+            }
+        };
+        if let Some((index, route)) = rule {
+            let decision = match (&route.to, mode) {
+                (Some(url), Mode::NativeOnly | Mode::NativeThenImip) => Decision::Native {
+                    receiver: Receiver {
+                        id: url.to_string(),
+                        target: Target::Url { url: url.clone() },
+                    },
+                },
+                _ => Decision::Imip {
+                    why: format!("[[route]] #{index} ({}) is imip-only", route.matcher),
                 },
             };
+            return routed(None, decision);
+        }
+        if mode == Mode::ImipOnly {
             return routed(
-                Some((index, route.matcher.to_string())),
                 None,
-                Decision::Native { receiver },
+                Decision::Imip {
+                    why: "imip.mode is imip-only".into(),
+                },
             );
         }
         let Some(domain) = address.domain() else {
             let why = format!("{address} has no host part to look up (spec clause 6)");
-            return routed(None, None, Decision::NoReceiver { why });
+            return routed(None, without_receiver(why));
         };
         if self.config.local_domains.contains(&domain) {
             // The local domain's SRV record points at this bridge: following
-            // it would post the message to ourselves.
+            // it would post the message to ourselves. Its users read mail.
             let why =
                 format!("{domain} is a local domain and no [[route]] names its calendar server");
-            return routed(None, None, Decision::NoReceiver { why });
+            return routed(None, without_receiver(why));
         }
-        match discovery::discover(self.resolver, &domain, self.config.dns.strip_subdomains).await {
-            Err(e) => routed(None, None, Decision::Failed { why: e.to_string() }),
+        let strip = self.config.dns.strip_subdomains;
+        match discovery::discover(self.resolver, &domain, strip, &self.config.local_domains).await {
+            Err(e) => routed(None, Decision::Failed { why: e.to_string() }),
             Ok(found) => {
                 let decision = match &found.service {
                     Some(service) => Decision::Native {
@@ -104,11 +135,9 @@ impl Router<'_> {
                             },
                         },
                     },
-                    None => Decision::NoReceiver {
-                        why: no_service_reason(&found),
-                    },
+                    None => without_receiver(no_service_reason(&found)),
                 };
-                routed(None, Some(found), decision)
+                routed(Some(found), decision)
             }
         }
     }
@@ -132,10 +161,14 @@ fn no_service_reason(found: &Discovery) -> String {
         .attempts
         .iter()
         .map(|a| match a.outcome {
-            discovery::AttemptOutcome::NoService => {
-                format!("{} (target \".\": no service)", a.name)
+            AttemptOutcome::NoService => format!("{} (target \".\": no service)", a.name),
+            AttemptOutcome::LocalDomain => {
+                let domain = a.name.strip_prefix("_ischedules._tcp.").unwrap_or(&a.name);
+                format!("{domain} is a local domain (not followed)")
             }
-            _ => format!("{} (no SRV record)", a.name),
+            AttemptOutcome::Found | AttemptOutcome::NoRecords => {
+                format!("{} (no SRV record)", a.name)
+            }
         })
         .collect();
     format!("no iSchedule receiver: {}", tried.join(", "))

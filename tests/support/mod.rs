@@ -129,6 +129,11 @@ impl Zone {
         self.raw_line(&format!("txt-record={name},\"{text}\""))
     }
 
+    /// An MX record: mail for `domain` goes to `host` (lower `preference` first).
+    pub fn mx(self, domain: &str, host: &str, preference: u16) -> Self {
+        self.raw_line(&format!("mx-host={domain},{host},{preference}"))
+    }
+
     /// An A record (exact name, no wildcard).
     pub fn a(self, host: &str, ip: Ipv4Addr) -> Self {
         self.raw_line(&format!("host-record={host},{ip}"))
@@ -317,6 +322,134 @@ impl Certs {
     }
 }
 
+/// `shared/peers/smtp-sink.py` (aiosmtpd) on `127.0.0.1:port`: a real SMTP server that
+/// stores what it accepts in a Maildir and fails on purpose by recipient local part
+/// (`tempfail*` 451 at RCPT, `reject*` 550 5.1.1 at RCPT, `datafail*` 452 at DATA).
+/// [`SmtpSink::stop`] and [`SmtpSink::restart`] keep port and Maildir, for "server down,
+/// then up again" tests. Killed on drop.
+pub struct SmtpSink {
+    pub port: u16,
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl SmtpSink {
+    /// Starts the sink on a free port and waits until it prints "ready" (at most 15 s);
+    /// panics with its output if python3 or aiosmtpd is missing or it does not come up.
+    pub fn start() -> SmtpSink {
+        let mut sink = SmtpSink {
+            port: free_port(),
+            child: None,
+            dir: TempDir::new().expect("temp dir"),
+        };
+        sink.restart();
+        sink
+    }
+
+    /// The Maildir the sink delivers to.
+    pub fn maildir(&self) -> PathBuf {
+        self.dir.path().join("maildir")
+    }
+
+    /// The messages delivered so far (files in `MAILDIR/new`), sorted by name.
+    pub fn messages(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = match fs::read_dir(self.maildir().join("new")) {
+            Ok(entries) => entries.filter_map(|e| Some(e.ok()?.path())).collect(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => panic!("cannot list {}/new: {e}", self.maildir().display()),
+        };
+        files.sort();
+        files
+    }
+
+    /// Kills the sink; the port refuses connections until [`SmtpSink::restart`].
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Replaces the sink, on the same port and Maildir, by aiosmtpd's own
+    /// `Mailbox` handler, which accepts every recipient: mail deferred by
+    /// `tempfail*` then gets through, as when a real server recovers.
+    pub fn restart_accepting_everyone(&mut self) {
+        self.stop();
+        let log = fs::File::create(self.dir.path().join("aiosmtpd.log")).expect("aiosmtpd.log");
+        let child = Command::new("python3")
+            .args(["-m", "aiosmtpd", "-n", "-l"])
+            .arg(format!("127.0.0.1:{}", self.port))
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(self.maildir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run python3 -m aiosmtpd: {e}"));
+        self.child = Some(child);
+        let port = self.port;
+        if !wait_until(15, || TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+            self.stop();
+            panic!("aiosmtpd did not listen on port {port}");
+        }
+    }
+
+    /// (Re)starts the sink on the same port and Maildir and waits until it is ready.
+    pub fn restart(&mut self) {
+        self.stop();
+        let script = shared_dir().join("peers/smtp-sink.py");
+        let log_path = self.dir.path().join("smtp-sink.log");
+        let log = fs::File::create(&log_path).expect("smtp-sink.log");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(self.port.to_string())
+            .arg(self.maildir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run python3 {} (install python3): {e}",
+                    script.display()
+                )
+            });
+        let stdout = child.stdout.take().expect("piped stdout");
+        self.child = Some(child);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Reads to EOF so the sink never blocks on a full pipe.
+            for line in io::BufRead::lines(io::BufReader::new(stdout)).map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.trim() == "ready" => return,
+                Ok(_) => continue,
+                Err(why) => {
+                    self.stop();
+                    panic!(
+                        "smtp-sink on port {} did not print \"ready\" ({why:?}); it needs python3 \
+                         with aiosmtpd (pip install aiosmtpd, or apt-get install python3-aiosmtpd)\n\
+                         --- its output:\n{}",
+                        self.port,
+                        read_log(&log_path)
+                    );
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Pids of live processes whose command line mentions `needle`.
 fn pids_mentioning(needle: &str) -> Vec<u32> {
     let Ok(entries) = fs::read_dir("/proc") else {
@@ -486,7 +619,28 @@ impl Bridge {
         let dir = TempDir::new().expect("temp dir");
         let config = dir.path().join("bridge.toml");
         fs::write(&config, config_toml).expect("write bridge.toml");
-        let log = fs::File::create(dir.path().join("bridge.log")).expect("bridge.log");
+        Bridge::start_in(port, dir)
+    }
+
+    /// Kills the bridge with SIGKILL, as a crash would: nothing is flushed or
+    /// shut down. Returns its directory (config, log, state) for
+    /// [`Bridge::start_in`].
+    pub fn crash(mut self) -> (u16, TempDir) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = std::mem::replace(&mut self.dir, TempDir::new().expect("temp dir"));
+        (self.port, dir)
+    }
+
+    /// Runs the bridge in `dir`, which holds its `bridge.toml`: a new one,
+    /// or the directory a crashed bridge left (its state included).
+    pub fn start_in(port: u16, dir: TempDir) -> Bridge {
+        let config = dir.path().join("bridge.toml");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("bridge.log"))
+            .expect("bridge.log");
         let child = Command::new(bridge_bin())
             .arg("serve")
             .arg("--config")

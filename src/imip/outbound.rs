@@ -1,0 +1,121 @@
+//! One recipient's iMIP mail for a scheduling request: reply routing, the
+//! sender's name, a stable Message-ID and the MIME message itself.
+
+use super::builder::{self, BuildError, Outgoing};
+use super::summary::Summary;
+use crate::config::{Config, ReplyRouting};
+use crate::ischedule::request::SchedulingRequest;
+use crate::ischedule::CalAddress;
+use crate::itip::{edit, Role};
+use crate::store::{FailureNotice, Store, StoreError, TokenKey};
+
+/// A mail ready for the transport, with what the queue needs to report a
+/// final failure to the organizer.
+#[derive(Debug, Clone)]
+pub struct Composed {
+    pub envelope_from: String,
+    pub recipient: String,
+    pub message: Vec<u8>,
+    pub notice: Option<FailureNotice>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("{0} is not a mailto: address, so it cannot be reached by mail")]
+    NotMail(String),
+    #[error("reply token: {0}")]
+    Token(#[from] StoreError),
+    #[error("building the mail: {0}")]
+    Build(#[from] BuildError),
+}
+
+pub fn compose(
+    config: &Config,
+    store: &dyn Store,
+    request: &SchedulingRequest,
+    recipient: &CalAddress,
+    reply_routing: ReplyRouting,
+) -> Result<Composed, ComposeError> {
+    let to = recipient
+        .email()
+        .ok_or_else(|| ComposeError::NotMail(recipient.to_string()))?;
+    let itip = &request.itip;
+    let original = String::from_utf8_lossy(&request.body);
+    let from_organizer = itip.method.originator_role() == Role::Organizer;
+    let summary = Summary::read(&original, itip.method, itip.component);
+
+    // Token routing only makes sense for what the organizer sends: it is
+    // the organizer's address that replies must come back to.
+    let token_address = match (reply_routing, from_organizer, &itip.organizer) {
+        (ReplyRouting::Token, true, Some(organizer)) => {
+            let key = TokenKey {
+                organizer: organizer.normalized().to_string(),
+                attendee: recipient.normalized().to_string(),
+                uid: itip.uid.clone(),
+            };
+            let token = store.token_for(&key)?;
+            Some(format!(
+                "{}+{token}@{}",
+                config.imip.token_prefix, config.imip.token_domain
+            ))
+        }
+        _ => None,
+    };
+    let calendar = match &token_address {
+        Some(address) => edit::replace_organizer(&original, &format!("mailto:{address}")),
+        None => original.into_owned(),
+    };
+
+    let sender_name = if from_organizer {
+        summary.organizer.as_ref().and_then(|p| p.name.clone())
+    } else {
+        summary
+            .attendees
+            .iter()
+            .find(|a| {
+                a.email
+                    .as_deref()
+                    .is_some_and(|e| request.originator.email() == Some(&e.to_ascii_lowercase()))
+            })
+            .and_then(|p| p.name.clone())
+    };
+    // Without an iSchedule-Message-ID a POST cannot be recognised when
+    // retried, so each gets a fresh Message-ID.
+    let ischedule_id = request
+        .message_id
+        .clone()
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+    let message_id = builder::message_id_for(
+        request.originator.normalized(),
+        &ischedule_id,
+        recipient.normalized(),
+        &config.imip.token_domain,
+    );
+    let message = builder::build(&Outgoing {
+        from_address: &config.smtp.from,
+        from_name: sender_name.as_deref(),
+        to,
+        reply_to: token_address.as_deref(),
+        message_id: &message_id,
+        method: itip.method,
+        component: itip.component,
+        calendar: &calendar,
+    })?;
+    let notice = itip
+        .organizer
+        .as_ref()
+        .filter(|_| from_organizer)
+        .map(|organizer| FailureNotice {
+            organizer: organizer.as_str().to_string(),
+            attendee: recipient.as_str().to_string(),
+            uid: itip.uid.clone(),
+            component: itip.component.as_str().to_string(),
+            recurrence_id: None,
+        });
+    Ok(Composed {
+        envelope_from: config.smtp.from.clone(),
+        recipient: to.to_string(),
+        message,
+        notice,
+    })
+}

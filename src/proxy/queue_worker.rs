@@ -1,0 +1,54 @@
+//! The outbound mail queue's worker, run by Pingora as a background
+//! service beside the HTTP service: it retries due mail and reports what
+//! is given up to the organizer.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use super::schedule::{unix_now, Scheduler};
+
+/// Longest sleep between passes, so mail queued by `queue retry` from the
+/// command line is picked up soon even when nothing else is due.
+const MAX_IDLE: Duration = Duration::from_secs(5);
+
+pub struct QueueWorker {
+    pub scheduler: Arc<Scheduler>,
+}
+
+impl QueueWorker {
+    /// One pass; returns how long to sleep before the next.
+    pub async fn pass(&self) -> Duration {
+        let mailer = &self.scheduler.mailer;
+        match mailer.retry_due(unix_now()).await {
+            Ok(given_up) => {
+                for g in &given_up {
+                    self.scheduler.report_failure(g).await;
+                }
+            }
+            Err(e) => tracing::error!(target: "ischedule::queue", error = %e, "queue pass failed"),
+        }
+        match mailer.store.next_due() {
+            // Never a busy loop, even when items are overdue.
+            Ok(Some(next)) => Duration::from_secs(next.saturating_sub(unix_now()))
+                .clamp(Duration::from_millis(200), MAX_IDLE),
+            _ => MAX_IDLE,
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for QueueWorker {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        loop {
+            let sleep = self.pass().await;
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+    }
+}

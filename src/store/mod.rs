@@ -1,0 +1,281 @@
+//! Durable state of the bridge: the outbound iMIP mail queue, reply tokens
+//! and idempotency keys (DESIGN.md, "State").
+//!
+//! Everything goes through the one [`Store`] trait so that the embedded
+//! [`RedbStore`] can later be joined by a PostgreSQL backend shared by
+//! several bridge nodes, without the callers changing.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub mod redb_store;
+pub use redb_store::RedbStore;
+
+/// Seconds since the Unix epoch; the store never reads the clock itself
+/// (callers pass `now`), so tests control time.
+pub type UnixTime = u64;
+
+/// A failed store operation.
+///
+/// The message names the operation and the database file; the underlying
+/// cause is the error's `source()`, so print the whole chain (`{:#}` through
+/// anyhow) to see both without repeating either. redb's errors are boxed:
+/// some are large, and every `Result` of the store would carry their size.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The state directory could not be created.
+    #[error("{op}: cannot create directory {}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// Another process (or another `open` in this one) holds the file's
+    /// lock; two bridges must never share one embedded queue.
+    #[error(
+        "state database {} is already in use (locked by another bridge process?)",
+        path.display()
+    )]
+    AlreadyOpen { path: PathBuf },
+    /// The file exists but is not a usable database (wrong format, I/O).
+    #[error("cannot open state database {}", path.display())]
+    Open {
+        path: PathBuf,
+        source: Box<redb::DatabaseError>,
+    },
+    #[error("{op}: cannot begin a transaction on {}", path.display())]
+    Transaction {
+        op: &'static str,
+        path: PathBuf,
+        source: Box<redb::TransactionError>,
+    },
+    #[error("{op}: cannot open a table of {}", path.display())]
+    Table {
+        op: &'static str,
+        path: PathBuf,
+        source: Box<redb::TableError>,
+    },
+    #[error("{op}: cannot commit to {}", path.display())]
+    Commit {
+        op: &'static str,
+        path: PathBuf,
+        source: Box<redb::CommitError>,
+    },
+    #[error("{op}: cannot read or write {}", path.display())]
+    Storage {
+        op: &'static str,
+        path: PathBuf,
+        source: Box<redb::StorageError>,
+    },
+    /// A stored record does not decode (or, never in practice, encode):
+    /// reported, naming the table and key, instead of panicking.
+    #[error("corrupt {what} in {}", path.display())]
+    Corrupt {
+        what: String,
+        path: PathBuf,
+        #[source]
+        why: serde_json::Error,
+    },
+    /// Two records that are written together disagree (an index entry
+    /// without its item): only possible if the file was altered by hand.
+    #[error("inconsistent {what} in {}", path.display())]
+    Inconsistent { what: String, path: PathBuf },
+    /// `reschedule` of an id that is not (or no longer) queued.
+    #[error("queue item {id} does not exist")]
+    NotQueued { id: u64 },
+}
+
+/// One outbound iMIP mail waiting for (re)delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueuedMail {
+    pub envelope_from: String,
+    /// One e-mail address: one mail per recipient.
+    pub recipient: String,
+    /// The complete RFC 5322 message.
+    #[serde(with = "message_text")]
+    pub message: Vec<u8>,
+    pub attempts: u32,
+    pub queued_at: UnixTime,
+    pub next_attempt: UnixTime,
+    pub last_error: Option<String>,
+    pub notice: Option<FailureNotice>,
+}
+
+/// What is needed to tell the organizer if delivery finally fails (a
+/// METHOD:REPLY with REQUEST-STATUS:5.1 posted to the organizer's receiver).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureNotice {
+    pub organizer: String,
+    pub attendee: String,
+    pub uid: String,
+    pub component: String,
+    pub recurrence_id: Option<String>,
+}
+
+/// What a reply token stands for. Addresses are compared byte for byte:
+/// callers pass normalized (lower-case) mailto addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TokenKey {
+    pub organizer: String,
+    pub attendee: String,
+    pub uid: String,
+}
+
+/// The bridge's durable state, whatever holds it.
+pub trait Store: Send + Sync {
+    /// Durable (committed and fsynced) before it returns: the iSchedule
+    /// answer "1.0;Pending" is only sent after this.
+    fn enqueue(&self, mail: &QueuedMail) -> Result<u64, StoreError>;
+    /// Items with next_attempt <= now, oldest next_attempt first (then by
+    /// id), at most `limit`.
+    fn due(&self, now: UnixTime, limit: usize) -> Result<Vec<(u64, QueuedMail)>, StoreError>;
+    /// Earliest next_attempt of any item (for the worker's sleep), None if empty.
+    fn next_due(&self) -> Result<Option<UnixTime>, StoreError>;
+    /// Records a failed attempt; [`StoreError::NotQueued`] if `id` is unknown.
+    fn reschedule(
+        &self,
+        id: u64,
+        next_attempt: UnixTime,
+        attempts: u32,
+        last_error: &str,
+    ) -> Result<(), StoreError>;
+    /// Takes an item out of the queue (delivered or given up), returning it.
+    fn remove(&self, id: u64) -> Result<Option<QueuedMail>, StoreError>;
+    fn get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError>;
+    /// All items, by id.
+    fn list(&self) -> Result<Vec<(u64, QueuedMail)>, StoreError>;
+    /// Reply tokens: the same key always gets the same token (so updates
+    /// keep the reply address); new keys get a fresh random token of 20
+    /// lower-case base32 characters [a-z2-7].
+    fn token_for(&self, key: &TokenKey) -> Result<String, StoreError>;
+    /// The key a token was issued for; the token is matched
+    /// case-insensitively (mail systems may change the local part's case).
+    fn resolve_token(&self, token: &str) -> Result<Option<TokenKey>, StoreError>;
+    /// Idempotency: remember an answer under a key until `expires_at`
+    /// (replacing an earlier one); recall returns it only while not expired,
+    /// that is while `now < expires_at`.
+    fn remember(&self, key: &str, value: &[u8], expires_at: UnixTime) -> Result<(), StoreError>;
+    fn recall(&self, key: &str, now: UnixTime) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Deletes the idempotency entries with `expires_at <= now`, returning
+    /// how many. Reply tokens never expire and queue items are not touched.
+    fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError>;
+}
+
+/// Length of a reply token: 20 base32 characters carry 100 random bits,
+/// too many to guess, short enough for an address local part.
+const TOKEN_LEN: usize = 20;
+const BASE32_LOWER: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// A fresh reply token. It authenticates inbound replies, so it comes from
+/// rand's thread RNG, a cryptographically secure generator; every backend
+/// uses this one function so tokens look the same whatever stores them.
+fn new_token() -> String {
+    let bytes: [u8; TOKEN_LEN] = rand::random();
+    // 256 is a multiple of 32, so the low five bits are uniform.
+    bytes
+        .iter()
+        .map(|b| char::from(BASE32_LOWER[usize::from(b & 31)]))
+        .collect()
+}
+
+/// Serializes the message as a JSON string when it is UTF-8 (what the bridge
+/// writes: 7-bit or 8BITMIME UTF-8 mail) rather than serde's default array of
+/// numbers, which is about 3.5 times larger and unreadable in a database
+/// dump. Other bytes fall back to the array; both forms read back. Needs a
+/// self-describing format such as JSON.
+mod message_text {
+    use std::fmt;
+
+    use serde::de::{SeqAccess, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(message: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        match std::str::from_utf8(message) {
+            Ok(text) => serializer.serialize_str(text),
+            Err(_) => serializer.serialize_bytes(message),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        deserializer.deserialize_any(MessageVisitor)
+    }
+
+    struct MessageVisitor;
+
+    impl<'de> Visitor<'de> for MessageVisitor {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a mail message as a string or an array of bytes")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Vec<u8>, E> {
+            Ok(text.as_bytes().to_vec())
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut message = Vec::new();
+            while let Some(byte) = seq.next_element()? {
+                message.push(byte);
+            }
+            Ok(message)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mail(message: &[u8]) -> QueuedMail {
+        QueuedMail {
+            envelope_from: "bridge@bridge.example".into(),
+            recipient: "bob@example.org".into(),
+            message: message.to_vec(),
+            attempts: 0,
+            queued_at: 1,
+            next_attempt: 1,
+            last_error: None,
+            notice: None,
+        }
+    }
+
+    #[test]
+    fn utf8_message_is_stored_as_a_json_string() {
+        let original = mail(b"Subject: Hi\r\n\r\nCaf\xc3\xa9\r\n");
+        let json = serde_json::to_string(&original).unwrap();
+        assert!(
+            json.contains(r#""message":"Subject: Hi\r\n\r\nCafé\r\n""#),
+            "{json}"
+        );
+        assert_eq!(serde_json::from_str::<QueuedMail>(&json).unwrap(), original);
+    }
+
+    #[test]
+    fn non_utf8_message_round_trips_as_bytes() {
+        let original = mail(b"Subject: x\r\n\r\n\xff\xfe\x00");
+        let json = serde_json::to_string(&original).unwrap();
+        assert!(json.contains(r#""message":[83,"#), "{json}");
+        assert_eq!(serde_json::from_str::<QueuedMail>(&json).unwrap(), original);
+    }
+
+    #[test]
+    fn message_of_another_type_is_rejected() {
+        let json = serde_json::to_string(&mail(b"x"))
+            .unwrap()
+            .replace(r#""message":"x""#, r#""message":7"#);
+        let err = serde_json::from_str::<QueuedMail>(&json).unwrap_err();
+        assert!(err.to_string().contains("a mail message"), "{err}");
+    }
+
+    #[test]
+    fn tokens_are_20_lower_case_base32_characters() {
+        for _ in 0..100 {
+            let token = new_token();
+            assert_eq!(token.len(), TOKEN_LEN);
+            assert!(token.bytes().all(|b| BASE32_LOWER.contains(&b)), "{token}");
+        }
+        assert_ne!(new_token(), new_token());
+    }
+}

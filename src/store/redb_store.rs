@@ -1,0 +1,836 @@
+//! The embedded default [`Store`]: one redb file, `<dir>/bridge.redb`.
+//!
+//! Tables (all created at open):
+//!
+//! | table                | key                        | value                         |
+//! |----------------------|----------------------------|-------------------------------|
+//! | `queue`              | id `u64`                   | [`QueuedMail`] as JSON        |
+//! | `queue_by_due`       | (next_attempt, id)         | `()`: index for `due`         |
+//! | `counters`           | `"next_queue_id"`          | `u64`                         |
+//! | `reply_tokens`       | token                      | [`TokenKey`] as JSON          |
+//! | `reply_token_by_key` | (organizer, attendee, uid) | token                         |
+//! | `idempotency`        | key                        | (expires_at, answer bytes)    |
+//!
+//! Records are JSON (serde_json) rather than a binary encoding: a dump with
+//! redb tools is readable, it is small enough (the mail itself is stored as
+//! a JSON string, see `message_text`), and new optional fields can be added
+//! without migrating old records. Idempotency answers are already opaque
+//! bytes, so they are stored natively next to their expiry.
+//!
+//! Every write transaction commits with redb's default durability
+//! (`Immediate`: fsynced before `commit` returns), which is what lets the
+//! bridge answer "1.0;Pending" once `enqueue` returns. redb serializes write
+//! transactions, so read-modify-write sequences (the id counter, a token
+//! issued once per key) need no further locking.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::{new_token, QueuedMail, Store, StoreError, TokenKey, UnixTime};
+
+const FILE_NAME: &str = "bridge.redb";
+
+const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
+/// Lets `due` and `next_due` read only the items that are due, in order,
+/// instead of decoding every queued message.
+const QUEUE_BY_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("queue_by_due");
+/// Kept in the database so ids are never reused, even after the queue was
+/// empty and the bridge restarted (log lines stay unambiguous).
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const NEXT_QUEUE_ID: &str = "next_queue_id";
+const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("reply_tokens");
+const TOKEN_BY_KEY: TableDefinition<(&str, &str, &str), &str> =
+    TableDefinition::new("reply_token_by_key");
+const IDEMPOTENCY: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("idempotency");
+
+/// The bridge's state in one redb file, locked against a second process.
+pub struct RedbStore {
+    db: Database,
+    path: PathBuf,
+}
+
+impl fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Opens (creating if needed) `dir` and `<dir>/bridge.redb` with all
+    /// tables. Fails with [`StoreError::AlreadyOpen`] while another process,
+    /// or another `RedbStore` in this one, has the file open: redb holds an
+    /// exclusive `flock` on it.
+    pub fn open(dir: &Path) -> Result<RedbStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            op: "open",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|source| match source {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::AlreadyOpen { path: path.clone() }
+            }
+            source => StoreError::Open {
+                path: path.clone(),
+                source: Box::new(source),
+            },
+        })?;
+        let store = RedbStore { db, path };
+        store.create_tables()?;
+        Ok(store)
+    }
+
+    /// Opening a table in a write transaction creates it, so later read
+    /// transactions never meet a missing table.
+    fn create_tables(&self) -> Result<(), StoreError> {
+        self.write("open", |txn, op| {
+            txn.open_table(QUEUE).during(op)?;
+            txn.open_table(QUEUE_BY_DUE).during(op)?;
+            txn.open_table(COUNTERS).during(op)?;
+            txn.open_table(TOKENS).during(op)?;
+            txn.open_table(TOKEN_BY_KEY).during(op)?;
+            txn.open_table(IDEMPOTENCY).during(op)?;
+            Ok(())
+        })
+    }
+
+    fn op(&self, name: &'static str) -> Op<'_> {
+        Op {
+            name,
+            path: &self.path,
+        }
+    }
+
+    /// Runs `body` in one write transaction and commits it (durably); an
+    /// error from `body` drops the transaction, which aborts it.
+    fn write<R>(
+        &self,
+        name: &'static str,
+        body: impl FnOnce(&WriteTransaction, Op<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let op = self.op(name);
+        let txn = self.db.begin_write().during(op)?;
+        let result = body(&txn, op)?;
+        txn.commit().during(op)?;
+        Ok(result)
+    }
+
+    /// Runs `body` on a consistent snapshot, concurrently with writers.
+    fn read<R>(
+        &self,
+        name: &'static str,
+        body: impl FnOnce(&ReadTransaction, Op<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let op = self.op(name);
+        let txn = self.db.begin_read().during(op)?;
+        body(&txn, op)
+    }
+}
+
+impl Store for RedbStore {
+    fn enqueue(&self, mail: &QueuedMail) -> Result<u64, StoreError> {
+        self.write("enqueue", |txn, op| {
+            let id = take_queue_id(txn, op)?;
+            insert_mail(txn, id, mail, op)?;
+            Ok(id)
+        })
+    }
+
+    fn due(&self, now: UnixTime, limit: usize) -> Result<Vec<(u64, QueuedMail)>, StoreError> {
+        self.read("due", |txn, op| {
+            let by_due = txn.open_table(QUEUE_BY_DUE).during(op)?;
+            let queue = txn.open_table(QUEUE).during(op)?;
+            let mut items = Vec::new();
+            for entry in by_due.range(..=(now, u64::MAX)).during(op)?.take(limit) {
+                let (_, id) = entry.during(op)?.0.value();
+                let mail = load_mail(&queue, id, op)?.ok_or_else(|| op.inconsistent(id))?;
+                items.push((id, mail));
+            }
+            Ok(items)
+        })
+    }
+
+    fn next_due(&self) -> Result<Option<UnixTime>, StoreError> {
+        self.read("next_due", |txn, op| {
+            let by_due = txn.open_table(QUEUE_BY_DUE).during(op)?;
+            let first = by_due.first().during(op)?;
+            Ok(first.map(|(key, _)| key.value().0))
+        })
+    }
+
+    fn reschedule(
+        &self,
+        id: u64,
+        next_attempt: UnixTime,
+        attempts: u32,
+        last_error: &str,
+    ) -> Result<(), StoreError> {
+        self.write("reschedule", |txn, op| {
+            let mut mail = delete_mail(txn, id, op)?.ok_or(StoreError::NotQueued { id })?;
+            mail.next_attempt = next_attempt;
+            mail.attempts = attempts;
+            mail.last_error = Some(last_error.to_owned());
+            insert_mail(txn, id, &mail, op)
+        })
+    }
+
+    fn remove(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
+        self.write("remove", |txn, op| delete_mail(txn, id, op))
+    }
+
+    fn get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
+        self.read("get", |txn, op| {
+            load_mail(&txn.open_table(QUEUE).during(op)?, id, op)
+        })
+    }
+
+    fn list(&self) -> Result<Vec<(u64, QueuedMail)>, StoreError> {
+        self.read("list", |txn, op| {
+            let queue = txn.open_table(QUEUE).during(op)?;
+            let mut items = Vec::new();
+            for entry in queue.iter().during(op)? {
+                let (id, value) = entry.during(op)?;
+                let id = id.value();
+                items.push((id, decode(value.value(), || queue_item(id), op)?));
+            }
+            Ok(items)
+        })
+    }
+
+    fn token_for(&self, key: &TokenKey) -> Result<String, StoreError> {
+        // Most calls are for events that already have a token: a read
+        // transaction answers those without a write and its fsync.
+        let existing = self.read("token_for", |txn, op| {
+            find_token(&txn.open_table(TOKEN_BY_KEY).during(op)?, key, op)
+        })?;
+        if let Some(token) = existing {
+            return Ok(token);
+        }
+        self.write("token_for", |txn, op| {
+            let mut by_key = txn.open_table(TOKEN_BY_KEY).during(op)?;
+            // Another thread may have issued one since the read above.
+            if let Some(token) = find_token(&by_key, key, op)? {
+                return Ok(token);
+            }
+            let token = issue_token(txn, key, op)?;
+            by_key.insert(token_key(key), token.as_str()).during(op)?;
+            Ok(token)
+        })
+    }
+
+    fn resolve_token(&self, token: &str) -> Result<Option<TokenKey>, StoreError> {
+        let token = token.to_ascii_lowercase();
+        self.read("resolve_token", |txn, op| {
+            let tokens = txn.open_table(TOKENS).during(op)?;
+            let Some(value) = tokens.get(token.as_str()).during(op)? else {
+                return Ok(None);
+            };
+            decode(
+                value.value(),
+                || format!("token {token} of table `reply_tokens`"),
+                op,
+            )
+            .map(Some)
+        })
+    }
+
+    fn remember(&self, key: &str, value: &[u8], expires_at: UnixTime) -> Result<(), StoreError> {
+        self.write("remember", |txn, op| {
+            let mut table = txn.open_table(IDEMPOTENCY).during(op)?;
+            table.insert(key, (expires_at, value)).during(op)?;
+            Ok(())
+        })
+    }
+
+    fn recall(&self, key: &str, now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read("recall", |txn, op| {
+            let table = txn.open_table(IDEMPOTENCY).during(op)?;
+            let entry = table.get(key).during(op)?;
+            Ok(entry.and_then(|guard| {
+                let (expires_at, value) = guard.value();
+                (now < expires_at).then(|| value.to_vec())
+            }))
+        })
+    }
+
+    fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError> {
+        // A full scan: purging runs rarely and entries are small, so an
+        // expiry index would cost more on every `remember` than it saves.
+        self.write("purge_expired", |txn, op| {
+            let mut table = txn.open_table(IDEMPOTENCY).during(op)?;
+            let mut purged = 0;
+            table
+                .retain(|_, (expires_at, _)| {
+                    let keep = now < expires_at;
+                    purged += usize::from(!keep);
+                    keep
+                })
+                .during(op)?;
+            Ok(purged)
+        })
+    }
+}
+
+/// Hands out the next queue id and advances the stored counter.
+fn take_queue_id(txn: &WriteTransaction, op: Op<'_>) -> Result<u64, StoreError> {
+    let mut counters = txn.open_table(COUNTERS).during(op)?;
+    let id = counters
+        .get(NEXT_QUEUE_ID)
+        .during(op)?
+        .map_or(1, |guard| guard.value());
+    counters.insert(NEXT_QUEUE_ID, id + 1).during(op)?;
+    Ok(id)
+}
+
+/// Writes an item and its `queue_by_due` entry, which always go together.
+fn insert_mail(
+    txn: &WriteTransaction,
+    id: u64,
+    mail: &QueuedMail,
+    op: Op<'_>,
+) -> Result<(), StoreError> {
+    let value = encode(mail, || queue_item(id), op)?;
+    let mut queue = txn.open_table(QUEUE).during(op)?;
+    queue.insert(id, value.as_slice()).during(op)?;
+    let mut by_due = txn.open_table(QUEUE_BY_DUE).during(op)?;
+    by_due.insert((mail.next_attempt, id), ()).during(op)?;
+    Ok(())
+}
+
+/// Deletes an item and its `queue_by_due` entry, returning the item. A
+/// corrupt item is an error and, the transaction being aborted, stays.
+fn delete_mail(
+    txn: &WriteTransaction,
+    id: u64,
+    op: Op<'_>,
+) -> Result<Option<QueuedMail>, StoreError> {
+    let mut queue = txn.open_table(QUEUE).during(op)?;
+    let Some(value) = queue.remove(id).during(op)? else {
+        return Ok(None);
+    };
+    let mail: QueuedMail = decode(value.value(), || queue_item(id), op)?;
+    let mut by_due = txn.open_table(QUEUE_BY_DUE).during(op)?;
+    by_due.remove((mail.next_attempt, id)).during(op)?;
+    Ok(Some(mail))
+}
+
+fn load_mail(
+    queue: &impl ReadableTable<u64, &'static [u8]>,
+    id: u64,
+    op: Op<'_>,
+) -> Result<Option<QueuedMail>, StoreError> {
+    match queue.get(id).during(op)? {
+        Some(value) => decode(value.value(), || queue_item(id), op).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn queue_item(id: u64) -> String {
+    format!("item {id} of table `queue`")
+}
+
+fn token_key(key: &TokenKey) -> (&str, &str, &str) {
+    (&key.organizer, &key.attendee, &key.uid)
+}
+
+fn find_token(
+    by_key: &impl ReadableTable<(&'static str, &'static str, &'static str), &'static str>,
+    key: &TokenKey,
+    op: Op<'_>,
+) -> Result<Option<String>, StoreError> {
+    let token = by_key.get(token_key(key)).during(op)?;
+    Ok(token.map(|guard| guard.value().to_owned()))
+}
+
+/// Stores a fresh token for `key`. With 100 random bits a clash is not
+/// expected, but a token must never point at two keys, so it is checked.
+fn issue_token(txn: &WriteTransaction, key: &TokenKey, op: Op<'_>) -> Result<String, StoreError> {
+    let mut tokens = txn.open_table(TOKENS).during(op)?;
+    let token = loop {
+        let candidate = new_token();
+        if tokens.get(candidate.as_str()).during(op)?.is_none() {
+            break candidate;
+        }
+    };
+    let value = encode(key, || format!("token {token} of table `reply_tokens`"), op)?;
+    tokens.insert(token.as_str(), value.as_slice()).during(op)?;
+    Ok(token)
+}
+
+fn encode<T: Serialize>(
+    value: &T,
+    what: impl FnOnce() -> String,
+    op: Op<'_>,
+) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|why| op.corrupt(what(), why))
+}
+
+fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+    op: Op<'_>,
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|why| op.corrupt(what(), why))
+}
+
+/// Which store operation ran on which file: attached to every error.
+#[derive(Clone, Copy)]
+struct Op<'a> {
+    name: &'static str,
+    path: &'a Path,
+}
+
+impl Op<'_> {
+    fn corrupt(self, what: String, why: serde_json::Error) -> StoreError {
+        StoreError::Corrupt {
+            what,
+            path: self.path.to_path_buf(),
+            why,
+        }
+    }
+
+    fn inconsistent(self, id: u64) -> StoreError {
+        StoreError::Inconsistent {
+            what: format!(
+                "table `queue_by_due`: it lists {}, which is missing",
+                queue_item(id)
+            ),
+            path: self.path.to_path_buf(),
+        }
+    }
+}
+
+/// Turns a redb error into the [`StoreError`] naming `op`.
+trait RedbError {
+    fn during(self, op: Op<'_>) -> StoreError;
+}
+
+macro_rules! redb_errors {
+    ($($error:ty => $variant:ident),* $(,)?) => {$(
+        impl RedbError for $error {
+            fn during(self, op: Op<'_>) -> StoreError {
+                StoreError::$variant {
+                    op: op.name,
+                    path: op.path.to_path_buf(),
+                    source: Box::new(self),
+                }
+            }
+        }
+    )*};
+}
+
+redb_errors! {
+    redb::TransactionError => Transaction,
+    redb::TableError => Table,
+    redb::CommitError => Commit,
+    redb::StorageError => Storage,
+}
+
+/// `result.during(op)?`: adds the operation and file to a redb error.
+trait During<T> {
+    fn during(self, op: Op<'_>) -> Result<T, StoreError>;
+}
+
+impl<T, E: RedbError> During<T> for Result<T, E> {
+    fn during(self, op: Op<'_>) -> Result<T, StoreError> {
+        self.map_err(|error| error.during(op))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::FailureNotice;
+
+    fn mail(recipient: &str, next_attempt: UnixTime) -> QueuedMail {
+        QueuedMail {
+            envelope_from: "bridge@bridge.example".into(),
+            recipient: recipient.into(),
+            message: format!("To: {recipient}\r\nSubject: Invitation\r\n\r\nHello\r\n")
+                .into_bytes(),
+            attempts: 0,
+            queued_at: 100,
+            next_attempt,
+            last_error: None,
+            notice: Some(FailureNotice {
+                organizer: "mailto:alice@example.com".into(),
+                attendee: format!("mailto:{recipient}"),
+                uid: "uid-1".into(),
+                component: "VEVENT".into(),
+                recurrence_id: None,
+            }),
+        }
+    }
+
+    fn key(attendee: &str) -> TokenKey {
+        TokenKey {
+            organizer: "mailto:alice@example.com".into(),
+            attendee: format!("mailto:{attendee}"),
+            uid: "uid-1".into(),
+        }
+    }
+
+    fn open() -> (tempfile::TempDir, RedbStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
+    fn ids(items: &[(u64, QueuedMail)]) -> Vec<u64> {
+        items.iter().map(|(id, _)| *id).collect()
+    }
+
+    /// Writes raw bytes straight into a table, as a damaged file would hold.
+    fn write_raw(store: &RedbStore, table: TableDefinition<&str, &[u8]>, key: &str, bytes: &[u8]) {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(table).unwrap().insert(key, bytes).unwrap();
+        txn.commit().unwrap();
+    }
+
+    fn write_raw_queue(store: &RedbStore, id: u64, bytes: &[u8]) {
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(QUEUE).unwrap().insert(id, bytes).unwrap();
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn open_creates_directory_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("state").join("bridge");
+        let store = RedbStore::open(&nested).unwrap();
+        assert!(nested.join("bridge.redb").is_file());
+        assert_eq!(store.list().unwrap(), vec![]);
+        assert_eq!(store.next_due().unwrap(), None);
+        let debug = format!("{store:?}");
+        assert!(debug.starts_with("RedbStore { path: "), "{debug}");
+        assert!(debug.contains("bridge.redb"), "{debug}");
+    }
+
+    #[test]
+    fn due_is_ordered_by_next_attempt_then_id_and_limited() {
+        let (_dir, store) = open();
+        let late = store.enqueue(&mail("late@example.org", 300)).unwrap();
+        let early = store.enqueue(&mail("early@example.org", 100)).unwrap();
+        let tie = store.enqueue(&mail("tie@example.org", 100)).unwrap();
+        let future = store.enqueue(&mail("future@example.org", 1000)).unwrap();
+
+        assert_eq!(ids(&store.due(99, 10).unwrap()), Vec::<u64>::new());
+        assert_eq!(ids(&store.due(300, 10).unwrap()), vec![early, tie, late]);
+        assert_eq!(ids(&store.due(300, 2).unwrap()), vec![early, tie]);
+        assert_eq!(store.due(300, 0).unwrap(), vec![]);
+        assert_eq!(
+            ids(&store.due(u64::MAX, 10).unwrap()),
+            vec![early, tie, late, future]
+        );
+        let (_, first) = &store.due(100, 1).unwrap()[0];
+        assert_eq!(first, &mail("early@example.org", 100));
+    }
+
+    #[test]
+    fn next_due_follows_the_earliest_item() {
+        let (_dir, store) = open();
+        assert_eq!(store.next_due().unwrap(), None);
+        let a = store.enqueue(&mail("a@example.org", 500)).unwrap();
+        let b = store.enqueue(&mail("b@example.org", 200)).unwrap();
+        assert_eq!(store.next_due().unwrap(), Some(200));
+        store.reschedule(b, 800, 1, "451 try later").unwrap();
+        assert_eq!(store.next_due().unwrap(), Some(500));
+        store.remove(a).unwrap();
+        assert_eq!(store.next_due().unwrap(), Some(800));
+        store.remove(b).unwrap();
+        assert_eq!(store.next_due().unwrap(), None);
+    }
+
+    #[test]
+    fn reschedule_records_the_attempt_and_moves_the_item() {
+        let (_dir, store) = open();
+        let id = store.enqueue(&mail("bob@example.org", 100)).unwrap();
+        store
+            .reschedule(id, 400, 1, "451 4.3.0 relay busy")
+            .unwrap();
+
+        let item = store.get(id).unwrap().unwrap();
+        assert_eq!(item.attempts, 1);
+        assert_eq!(item.next_attempt, 400);
+        assert_eq!(item.last_error.as_deref(), Some("451 4.3.0 relay busy"));
+        assert_eq!(item.message, mail("bob@example.org", 100).message);
+        assert_eq!(store.due(399, 10).unwrap(), vec![]);
+        assert_eq!(ids(&store.due(400, 10).unwrap()), vec![id]);
+    }
+
+    #[test]
+    fn reschedule_of_an_unknown_id_is_an_error() {
+        let (_dir, store) = open();
+        let err = store.reschedule(42, 1, 1, "x").unwrap_err();
+        assert!(matches!(err, StoreError::NotQueued { id: 42 }), "{err:?}");
+        assert_eq!(err.to_string(), "queue item 42 does not exist");
+    }
+
+    #[test]
+    fn remove_returns_the_item_once() {
+        let (_dir, store) = open();
+        let keep = store.enqueue(&mail("keep@example.org", 100)).unwrap();
+        let gone = store.enqueue(&mail("gone@example.org", 100)).unwrap();
+        assert_eq!(
+            store.remove(gone).unwrap(),
+            Some(mail("gone@example.org", 100))
+        );
+        assert_eq!(store.remove(gone).unwrap(), None);
+        assert_eq!(store.get(gone).unwrap(), None);
+        assert_eq!(ids(&store.due(100, 10).unwrap()), vec![keep]);
+        assert_eq!(store.remove(999).unwrap(), None);
+    }
+
+    #[test]
+    fn list_returns_everything_by_id() {
+        let (_dir, store) = open();
+        let a = store.enqueue(&mail("a@example.org", 900)).unwrap();
+        let b = store.enqueue(&mail("b@example.org", 100)).unwrap();
+        let c = store.enqueue(&mail("c@example.org", 500)).unwrap();
+        assert!(a < b && b < c);
+        let listed = store.list().unwrap();
+        assert_eq!(ids(&listed), vec![a, b, c]);
+        assert_eq!(listed[1].1, mail("b@example.org", 100));
+    }
+
+    #[test]
+    fn queue_survives_reopen_and_ids_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, last) = {
+            let store = RedbStore::open(dir.path()).unwrap();
+            let first = store.enqueue(&mail("bob@example.org", 100)).unwrap();
+            let last = store.enqueue(&mail("carol@example.org", 100)).unwrap();
+            store.remove(last).unwrap();
+            (first, last)
+        };
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.get(first).unwrap(),
+            Some(mail("bob@example.org", 100))
+        );
+        assert_eq!(ids(&store.list().unwrap()), vec![first]);
+        let next = store.enqueue(&mail("dave@example.org", 100)).unwrap();
+        assert!(next > last, "{next} after {last}");
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_file_is_refused() {
+        let (dir, _store) = open();
+        let err = RedbStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::AlreadyOpen { .. }), "{err:?}");
+        let message = err.to_string();
+        let file = dir.path().join("bridge.redb");
+        assert!(message.contains(&file.display().to_string()), "{message}");
+        assert!(message.contains("already in use"), "{message}");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bridge.redb");
+        std::fs::write(&file, vec![b'x'; 8192]).unwrap();
+        let err = RedbStore::open(dir.path()).unwrap_err();
+        assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&file.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_directory_that_cannot_be_created_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let err = RedbStore::open(&blocker.join("state")).unwrap_err();
+        assert!(matches!(err, StoreError::Io { op: "open", .. }), "{err:?}");
+        assert!(err.to_string().contains("cannot create directory"), "{err}");
+        assert!(
+            err.to_string().contains(&blocker.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn same_key_keeps_its_token_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = {
+            let store = RedbStore::open(dir.path()).unwrap();
+            let token = store.token_for(&key("bob@example.org")).unwrap();
+            assert_eq!(store.token_for(&key("bob@example.org")).unwrap(), token);
+            token
+        };
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.token_for(&key("bob@example.org")).unwrap(), token);
+        assert_eq!(
+            store.resolve_token(&token).unwrap(),
+            Some(key("bob@example.org"))
+        );
+    }
+
+    #[test]
+    fn different_keys_get_different_tokens() {
+        let (_dir, store) = open();
+        let bob = store.token_for(&key("bob@example.org")).unwrap();
+        let carol = store.token_for(&key("carol@example.org")).unwrap();
+        let other_uid = store
+            .token_for(&TokenKey {
+                uid: "uid-2".into(),
+                ..key("bob@example.org")
+            })
+            .unwrap();
+        assert_ne!(bob, carol);
+        assert_ne!(bob, other_uid);
+        assert_ne!(carol, other_uid);
+        for token in [&bob, &carol, &other_uid] {
+            assert_eq!(token.len(), 20);
+            assert!(
+                token
+                    .bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7')),
+                "{token}"
+            );
+        }
+    }
+
+    #[test]
+    fn tokens_resolve_case_insensitively_and_unknown_ones_do_not() {
+        let (_dir, store) = open();
+        let token = store.token_for(&key("bob@example.org")).unwrap();
+        let shouted = token.to_ascii_uppercase();
+        assert_eq!(
+            store.resolve_token(&shouted).unwrap(),
+            Some(key("bob@example.org"))
+        );
+        assert_eq!(store.resolve_token("aaaaaaaaaaaaaaaaaaaa").unwrap(), None);
+        assert_eq!(store.resolve_token("").unwrap(), None);
+    }
+
+    #[test]
+    fn recall_returns_the_answer_only_until_it_expires() {
+        let (_dir, store) = open();
+        assert_eq!(store.recall("msg-1", 0).unwrap(), None);
+        store.remember("msg-1", b"2.0;Success", 1000).unwrap();
+        assert_eq!(
+            store.recall("msg-1", 999).unwrap(),
+            Some(b"2.0;Success".to_vec())
+        );
+        assert_eq!(store.recall("msg-1", 1000).unwrap(), None);
+        assert_eq!(store.recall("msg-2", 999).unwrap(), None);
+
+        store.remember("msg-1", b"1.0;Pending", 2000).unwrap();
+        assert_eq!(
+            store.recall("msg-1", 1500).unwrap(),
+            Some(b"1.0;Pending".to_vec())
+        );
+    }
+
+    #[test]
+    fn purge_expired_deletes_and_counts_only_expired_entries() {
+        let (_dir, store) = open();
+        store.remember("a", b"1", 100).unwrap();
+        store.remember("b", b"2", 200).unwrap();
+        store.remember("c", b"3", 300).unwrap();
+        assert_eq!(store.purge_expired(50).unwrap(), 0);
+        assert_eq!(store.purge_expired(200).unwrap(), 2);
+        assert_eq!(store.purge_expired(200).unwrap(), 0);
+        assert_eq!(store.recall("c", 200).unwrap(), Some(b"3".to_vec()));
+        assert_eq!(store.purge_expired(u64::MAX).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_corrupt_queue_item_is_an_error_naming_the_table() {
+        let (dir, store) = open();
+        let good = store.enqueue(&mail("good@example.org", 100)).unwrap();
+        let bad = store.enqueue(&mail("bad@example.org", 100)).unwrap();
+        write_raw_queue(&store, bad, b"\x00garbage{");
+
+        let file = dir.path().join("bridge.redb").display().to_string();
+        for err in [
+            store.get(bad).unwrap_err(),
+            store.list().unwrap_err(),
+            store.due(100, 10).unwrap_err(),
+            store.remove(bad).unwrap_err(),
+            store.reschedule(bad, 200, 1, "x").unwrap_err(),
+        ] {
+            let StoreError::Corrupt { what, .. } = &err else {
+                panic!("not Corrupt: {err:?}");
+            };
+            assert_eq!(what, &format!("item {bad} of table `queue`"));
+            assert!(err.to_string().contains(&file), "{err}");
+        }
+        assert_eq!(ids(&store.due(100, 1).unwrap()), vec![good]);
+        assert!(store.get(good).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_corrupt_token_record_is_an_error_naming_the_table() {
+        let (_dir, store) = open();
+        write_raw(&store, TOKENS, "aaaaaaaaaaaaaaaaaaaa", b"[1,2");
+        let err = store.resolve_token("AAAAAAAAAAAAAAAAAAAA").unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+        assert!(err.to_string().contains("table `reply_tokens`"), "{err}");
+    }
+
+    #[test]
+    fn an_index_entry_without_its_item_is_reported() {
+        let (_dir, store) = open();
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(QUEUE_BY_DUE)
+            .unwrap()
+            .insert((5, 77), ())
+            .unwrap();
+        txn.commit().unwrap();
+        let err = store.due(10, 10).unwrap_err();
+        assert!(matches!(err, StoreError::Inconsistent { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains("item 77 of table `queue`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn concurrent_enqueues_get_distinct_ids() {
+        let (_dir, store) = open();
+        let store = Arc::new(store);
+        let threads: Vec<_> = (0..4)
+            .map(|thread| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    (0..250)
+                        .map(|n| {
+                            let recipient = format!("t{thread}-{n}@example.org");
+                            store.enqueue(&mail(&recipient, n)).unwrap()
+                        })
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        let returned: Vec<u64> = threads
+            .into_iter()
+            .flat_map(|thread| thread.join().unwrap())
+            .collect();
+        let distinct: HashSet<u64> = returned.iter().copied().collect();
+        assert_eq!(distinct.len(), 1000);
+
+        let listed = store.list().unwrap();
+        assert_eq!(listed.len(), 1000);
+        assert_eq!(
+            listed.iter().map(|(id, _)| *id).collect::<HashSet<_>>(),
+            distinct
+        );
+        let recipients: HashSet<&str> = listed.iter().map(|(_, m)| m.recipient.as_str()).collect();
+        assert_eq!(recipients.len(), 1000);
+        assert_eq!(store.due(u64::MAX, usize::MAX).unwrap().len(), 1000);
+    }
+}
