@@ -121,6 +121,7 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if log_json {
         logs.json().init();

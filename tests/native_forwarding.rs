@@ -5,7 +5,9 @@ mod support;
 
 use std::net::Ipv4Addr;
 
-use support::{free_port, http, ical_day, run_cli, Bridge, Certs, Cyrus, Dns, HttpResponse, Zone};
+use support::{
+    free_port, http, ical_day, run_cli, statuses, Bridge, Certs, Cyrus, Dns, HttpResponse, Zone,
+};
 
 /// Appendix A.1 with future dates (Cyrus ignores the past) and CRLF.
 fn invitation(attendees: &[&str]) -> String {
@@ -76,23 +78,6 @@ fn post(port: u16, component: &str, recipients: &[&str], body: &str) -> HttpResp
         ],
         body.as_bytes(),
     )
-}
-
-/// The `(recipient, request-status)` pairs of a schedule-response, in order.
-fn statuses(r: &HttpResponse) -> Vec<(String, String)> {
-    let text = r.text();
-    text.split("<response>")
-        .skip(1)
-        .map(|resp| {
-            let field = |name: &str| {
-                let open = format!("<{name}>");
-                let start = resp.find(&open).map(|i| i + open.len()).unwrap_or(0);
-                let end = resp[start..].find('<').map_or(start, |i| start + i);
-                resp[start..end].to_string()
-            };
-            (field("recipient"), field("request-status"))
-        })
-        .collect()
 }
 
 /// Cyrus over HTTPS for cyrus.test, published by SRV; a domain whose SRV

@@ -848,3 +848,101 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
         rest = rest.get(eol + 4 + size..).ok_or("chunk without CRLF")?;
     }
 }
+
+/// An iTIP object for tests, CRLF line ends, ten days from today
+/// (receivers ignore the past). `attendees` are `(address, partstat)`.
+pub fn itip(
+    method: &str,
+    component: &str,
+    organizer: &str,
+    attendees: &[(&str, &str)],
+    uid: &str,
+) -> String {
+    let day = ical_day(10);
+    let mut lines = vec![
+        "BEGIN:VCALENDAR".to_string(),
+        "VERSION:2.0".into(),
+        "PRODID:-//ischedule-bridge tests//EN".into(),
+        format!("METHOD:{method}"),
+        format!("BEGIN:{component}"),
+        format!("UID:{uid}"),
+        format!("DTSTAMP:{}T120000Z", ical_day(0)),
+        format!("DTSTART:{day}T130000Z"),
+    ];
+    lines.push(match component {
+        "VTODO" => format!("DUE:{day}T140000Z"),
+        _ => format!("DTEND:{day}T140000Z"),
+    });
+    if component != "VFREEBUSY" {
+        lines.push("SUMMARY:Design meeting".into());
+    }
+    lines.push(format!("ORGANIZER;CN=Bernard Desruisseaux:{organizer}"));
+    for (address, partstat) in attendees {
+        let params = if component == "VFREEBUSY" {
+            String::new()
+        } else {
+            format!(";PARTSTAT={partstat};RSVP=TRUE")
+        };
+        lines.push(format!("ATTENDEE{params}:{address}"));
+    }
+    lines.extend([
+        format!("END:{component}"),
+        "END:VCALENDAR".into(),
+        String::new(),
+    ]);
+    lines.join("\r\n")
+}
+
+/// An iSchedule POST to the bridge's well-known URI.
+pub fn schedule_post(
+    port: u16,
+    originator: &str,
+    recipients: &[&str],
+    body: &str,
+    message_id: Option<&str>,
+) -> HttpResponse {
+    let method = body
+        .lines()
+        .find_map(|l| l.strip_prefix("METHOD:"))
+        .unwrap_or("REQUEST");
+    let component = ["VEVENT", "VTODO", "VFREEBUSY"]
+        .into_iter()
+        .find(|c| body.contains(&format!("BEGIN:{c}")))
+        .unwrap_or("VEVENT");
+    let content_type = format!("text/calendar; component={component}; method={method}");
+    let recipient = recipients.join(", ");
+    let mut headers = vec![
+        ("iSchedule-Version", "1.0"),
+        ("Originator", originator),
+        ("Recipient", recipient.as_str()),
+        ("Cache-Control", "no-cache, no-transform"),
+        ("Content-Type", content_type.as_str()),
+    ];
+    if let Some(id) = message_id {
+        headers.push(("iSchedule-Message-ID", id));
+    }
+    http(
+        port,
+        "POST",
+        "/.well-known/ischedule",
+        &headers,
+        body.as_bytes(),
+    )
+}
+
+/// The `(recipient, request-status)` pairs of a schedule-response, in order.
+pub fn statuses(r: &HttpResponse) -> Vec<(String, String)> {
+    let text = r.text();
+    text.split("<response>")
+        .skip(1)
+        .map(|resp| {
+            let field = |name: &str| {
+                let open = format!("<{name}>");
+                let start = resp.find(&open).map(|i| i + open.len()).unwrap_or(0);
+                let end = resp[start..].find('<').map_or(start, |i| start + i);
+                resp[start..end].to_string()
+            };
+            (field("recipient"), field("request-status"))
+        })
+        .collect()
+}
