@@ -17,10 +17,14 @@
 #       discovery, no mail) -> iMIP POSTs/s / native-only POSTs/s.
 #
 # Set-up, all on 127.0.0.1 and torn down on exit:
-#   - dnsmasq with `local=/bench.test/`: the recipients' domain has no
-#     _ischedules._tcp SRV record, answered at once (NXDOMAIN), so the bridge
-#     takes its production path native-then-imip (DNS discovery -> no
-#     receiver -> mail). It is not imip-only, which would skip DNS.
+#   - dnsmasq, authoritative for bench.test (auth-zone): the recipients'
+#     domain has no _ischedules._tcp SRV record, answered at once with
+#     NXDOMAIN and the zone's SOA (as any real zone answers, so the bridge's
+#     negative cache applies), and the bridge takes its production path,
+#     native-then-imip: DNS discovery -> no receiver -> mail. It is not
+#     imip-only, which would skip DNS. BENCH_DNS=local uses
+#     `local=/bench.test/` instead: NXDOMAIN without SOA, which a resolver
+#     cannot cache, so discovery asks dnsmasq again and again.
 #   - the sink, a fresh Maildir per run;
 #   - the release build of the bridge, relay = smtp://127.0.0.1:SINK,
 #     max_recipients = 100, its state (redb: idempotency keys, queue) in a
@@ -36,6 +40,7 @@
 #   BENCH_CONNECTIONS=2     wrk connections (the reference machine has 2 cores,
 #                           shared by wrk, the bridge, the sink and dnsmasq)
 #   BENCH_MESSAGE_IDS=1     0: send no iSchedule-Message-ID header
+#   BENCH_DNS=auth          or local (see above)
 #   BENCH_KEEP=1            keep the work folder (logs, Maildirs) and print it
 #   CARGO_TARGET_DIR        honoured for the build and the binary
 #   ISCHEDULE_SHARED        the shared/ folder (default ../shared)
@@ -50,6 +55,7 @@ SHARED=${ISCHEDULE_SHARED:-$REPO/../shared}
 DURATION=${BENCH_SECONDS:-10}
 CONNECTIONS=${BENCH_CONNECTIONS:-2}
 MESSAGE_IDS=${BENCH_MESSAGE_IDS:-1}
+DNS_KIND=${BENCH_DNS:-auth}
 DOMAIN=bench.test
 ORIGINATOR=mailto:alice@example.com
 
@@ -116,7 +122,8 @@ wait_for() { # SECONDS COMMAND...: poll every 0.1 s
   return 1
 }
 
-mail_count() { find "$1/new" -type f 2>/dev/null | wc -l; }
+# The Maildir's folders appear with its first message.
+mail_count() { { find "$1/new" -type f 2>/dev/null || true; } | wc -l; }
 
 # Waits until the Maildir stops growing (0.5 s unchanged, at most 10 s).
 settle() {
@@ -136,9 +143,8 @@ mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 div() { awk -v a="$1" -v b="$2" -v f="${3:-%.1f}" 'BEGIN {if (b > 0) printf f, a / b; else printf "n/a"}'; }
 
 SINK_PID= SINK_PORT=
-start_sink() { # MAILDIR
+start_sink() { # MAILDIR (must not exist yet: Python's mailbox makes new/cur/tmp only then)
   SINK_PORT=$(free_port)
-  mkdir -p "$1"
   python3 "$SHARED/peers/smtp-sink.py" "$SINK_PORT" "$1" >"$1.log" 2>&1 &
   SINK_PID=$!
   PIDS+=("$SINK_PID")
@@ -157,10 +163,20 @@ no-hosts
 no-daemon
 pid-file=
 log-queries
-# no SRV (nor anything else) under the recipients' and the organizer's domains
-local=/$DOMAIN/
 local=/example.com/
 EOF
+  if [ "$DNS_KIND" = local ]; then
+    # NXDOMAIN without an SOA record: nothing a resolver may cache
+    echo "local=/$DOMAIN/" >>"$WORK/dnsmasq.conf"
+  else
+    # authoritative: NXDOMAIN with the zone's SOA, as any real zone answers
+    cat >>"$WORK/dnsmasq.conf" <<EOF
+auth-server=ns.$DOMAIN,127.0.0.1
+auth-zone=$DOMAIN
+auth-soa=1,hostmaster.$DOMAIN,1200,120,1209600
+auth-ttl=300
+EOF
+  fi
   "$DNSMASQ" --conf-file="$WORK/dnsmasq.conf" >"$WORK/dnsmasq.log" 2>&1 &
   PIDS+=("$!")
   local dns_pid=$!
@@ -168,7 +184,7 @@ EOF
   kill -0 "$dns_pid" 2>/dev/null || die "dnsmasq did not start: $(cat "$WORK/dnsmasq.log")"
   wait_for 10 grep -q "started" "$WORK/dnsmasq.log" || die "dnsmasq did not start: $(cat "$WORK/dnsmasq.log")"
 }
-srv_queries() { grep -c "query\[SRV\]" "$WORK/dnsmasq.log" || true; }
+srv_queries() { grep -cE "(query|auth)\[SRV\]" "$WORK/dnsmasq.log" || true; }
 
 BRIDGE_PID= BRIDGE_PORT= BRIDGE_LOG=
 start_bridge() { # NAME MODE SINKPORT
@@ -250,14 +266,33 @@ sample_posts() { # NAME N
       -H 'Content-Type: text/calendar; component=VEVENT; method=REQUEST' \
       --data-binary "@$WORK/body-$2.ics")
     printf '    curl #%d: HTTP %s, statuses:' "$i" "$code"
-    grep -o '<request-status>[^<]*' "$WORK/$1/sample-$i.xml" | sed 's/<request-status>//' |
+    { grep -o '<request-status>[^<]*' "$WORK/$1/sample-$i.xml" || true; } | sed 's/<request-status>//' |
       sort | uniq -c | awk '{c = $1; $1 = ""; printf " %d x%s", c, $0} END {print ""}'
   done
   printf '    first answer: %s\n' "$(head -c 420 "$WORK/$1/sample-1.xml" | tr -d '\n')..."
 }
 
-log_problems() { # LOG: WARN/ERROR lines of the bridge log
-  grep -cE '\b(WARN|ERROR)\b' "$1" || true
+# WARN/ERROR lines of the bridge log, counted by message (timestamps and
+# Host headers taken out). A broken pipe at the very end is wrk hanging up on
+# its last requests when its time is up.
+log_problems() { # LOG
+  local n
+  n=$(grep -cE '^\S+ +(WARN|ERROR)\b' "$1" || true)
+  printf '%s' "$n"
+  [ "$n" = 0 ] && return
+  { grep -E '^\S+ +(WARN|ERROR)\b' "$1" || true; } | cut -d' ' -f2- | sed -E 's/^ +//; s/, Host: .*//' |
+    cut -c1-160 | sort | uniq -c | sort -rn | head -3 | awk '{printf " [%s]", $0}'
+}
+
+state_size() { du -sh "$WORK/$1/state" 2>/dev/null | cut -f1; }
+
+# SMTP sessions between the bridge and the sink: closed ones in TIME-WAIT
+# (the last minute, i.e. this run) and those still open.
+smtp_sessions() { # SINKPORT
+  command -v ss >/dev/null || { printf 'n/a (no ss)'; return; }
+  printf '%d closed, %d open' \
+    "$(ss -Htn state time-wait "( sport = :$1 or dport = :$1 )" | wc -l)" \
+    "$(ss -Htn state established "( dport = :$1 )" | wc -l)"
 }
 
 print_wrk() { # NAME
@@ -280,7 +315,11 @@ start_dns
 say "dnsmasq on 127.0.0.1:$DNS_PORT; load: wrk -t1 -c$CONNECTIONS for ${DURATION}s per run; $(nproc) CPUs"
 echo "ischedule-bridge iMIP throughput ($(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?'), $(date -u +%FT%TZ))"
 echo "load: wrk 1 thread, $CONNECTIONS connections, ${DURATION} s per run; iSchedule-Message-ID per request: $([ "$MESSAGE_IDS" = 1 ] && echo distinct || echo none)"
-echo "CPUs: $(nproc); DNS: dnsmasq local=/$DOMAIN/ (no SRV), mode native-then-imip vs native-only"
+if [ "$DNS_KIND" = local ]; then
+  echo "CPUs: $(nproc); DNS: dnsmasq local=/$DOMAIN/ (NXDOMAIN without SOA: not cacheable); mode native-then-imip vs native-only"
+else
+  echo "CPUs: $(nproc); DNS: dnsmasq authoritative for $DOMAIN (NXDOMAIN + SOA: cacheable); mode native-then-imip vs native-only"
+fi
 
 for n in 1 100; do
   make_request "$n"
@@ -301,7 +340,7 @@ for n in 1 100; do
   srv_after=$(srv_queries)
   posts=$(wrk_field "$name" requests)
   secs=$(div "$(wrk_field "$name" duration_us)" 1000000 %.6f)
-  R[$n,posts_s]=$(div "$posts" "$secs")
+  R[$n,posts_s]=$(div "$posts" "$secs" %.2f)
   R[$n,mails]=$((at_end - before))
   R[$n,mails_s]=$(div "$((at_end - before))" "$secs")
   R[$n,ok]=$(div "$((100 * $(wrk_code "$name" 200)))" "$posts")
@@ -309,14 +348,15 @@ for n in 1 100; do
   R[$n,hwm]=$(mib "$hwm")
   echo "  iMIP (native-then-imip, relay to the sink):"
   print_wrk "$name"
-  printf '    mails in the Maildir: %d during the load, %d once settled (POSTs answered x recipients = %d; 1.1 statuses counted = %d)\n' \
+  printf '    mails in the Maildir: %d during the load, %d once settled (answered POSTs x recipients = %d, 1.1 statuses = %d; the rest: POSTs in flight when wrk stopped)\n' \
     "$((at_end - before))" "$((settled - before))" "$((posts * n))" "$(wrk_status "$name" '1.1;')"
-  printf '    DNS SRV queries answered by dnsmasq: %d\n' "$((srv_after - srv_before))"
-  printf '    bridge RSS: %s MiB idle, peak (VmHWM) %s MiB; WARN/ERROR log lines: %s\n' \
-    "$(mib "$idle_rss")" "${R[$n,hwm]}" "$(log_problems "$BRIDGE_LOG")"
+  printf '    DNS SRV queries answered by dnsmasq: %d; SMTP sessions to the sink: %s\n' \
+    "$((srv_after - srv_before))" "$(smtp_sessions "$SINK_PORT")"
+  printf '    bridge RSS: %s MiB idle, peak (VmHWM) %s MiB; state folder %s; WARN/ERROR log lines: %s\n' \
+    "$(mib "$idle_rss")" "${R[$n,hwm]}" "$(state_size "$name")" "$(log_problems "$BRIDGE_LOG")"
   sample_posts "$name" "$n"
   stop "$BRIDGE_PID"
-  sample=$(find "$WORK/$name-maildir/new" -type f | head -1)
+  sample=$(find "$WORK/$name-maildir/new" -type f -print -quit 2>/dev/null || true)
   [ -n "$sample" ] || die "no mail reached the sink; bridge log: $(tail -20 "$BRIDGE_LOG")"
   cp "$sample" "$WORK/sample-$n.eml"
   stop "$SINK_PID"
@@ -347,12 +387,13 @@ for n in 1 100; do
   srv_after=$(srv_queries)
   posts=$(wrk_field "$name" requests)
   secs=$(div "$(wrk_field "$name" duration_us)" 1000000 %.6f)
-  R[$n,native_s]=$(div "$posts" "$secs")
+  R[$n,native_s]=$(div "$posts" "$secs" %.2f)
   R[$n,native_hwm]=$(mib "$hwm")
   echo "  baseline (b), native-only (no mail, every recipient 5.3):"
   print_wrk "$name"
   printf '    DNS SRV queries answered by dnsmasq: %d\n' "$((srv_after - srv_before))"
-  printf '    bridge peak RSS (VmHWM) %s MiB; WARN/ERROR log lines: %s\n' "${R[$n,native_hwm]}" "$(log_problems "$BRIDGE_LOG")"
+  printf '    bridge peak RSS (VmHWM) %s MiB; state folder %s; WARN/ERROR log lines: %s\n' \
+    "${R[$n,native_hwm]}" "$(state_size "$name")" "$(log_problems "$BRIDGE_LOG")"
   sample_posts "$name" "$n"
   stop "$BRIDGE_PID"
 done
@@ -365,8 +406,8 @@ printf '%-11s %9s %9s %7s %7s | %11s %8s | %11s %8s | %9s %9s\n' \
 for n in 1 100; do
   printf '%-11s %9s %9s %7s %7s | %11s %8s | %11s %8s | %9s %9s\n' \
     "$n" "${R[$n,posts_s]}" "${R[$n,mails_s]}" "${R[$n,ok]}" "${R[$n,sent]}" \
-    "${R[$n,sink_s]}" "$(div "${R[$n,mails_s]}" "${R[$n,sink_s]}" %.2f)" \
-    "${R[$n,native_s]}" "$(div "${R[$n,posts_s]}" "${R[$n,native_s]}" %.2f)" \
+    "${R[$n,sink_s]}" "$(div "${R[$n,mails_s]}" "${R[$n,sink_s]}" %.3g)" \
+    "${R[$n,native_s]}" "$(div "${R[$n,posts_s]}" "${R[$n,native_s]}" %.3g)" \
     "${R[$n,hwm]}" "${R[$n,native_hwm]}"
 done
 echo "mails/s: files added to the sink's Maildir/new while wrk ran, per second of load"

@@ -5,9 +5,13 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::discovery::capability_cache::CapabilityCache;
 use crate::discovery::DnsResolver;
+use crate::imip::authenticate::Authenticator;
+use crate::mail::intake::Intake;
+use crate::mail::listener::Protocol;
 use crate::mail::queue::Mailer;
 use crate::mail::transport::Transport;
 use crate::proxy::forward::Forwarder;
+use crate::proxy::mail_listeners::MailListenerService;
 use crate::proxy::own_capabilities::OwnCapabilities;
 use crate::proxy::queue_worker::QueueWorker;
 use crate::proxy::schedule::Scheduler;
@@ -92,12 +96,69 @@ pub fn scheduler(config: Config) -> Result<Scheduler, StartError> {
     })
 }
 
-/// The HTTP service and the queue worker, sharing one scheduler.
-pub fn services(config: Config) -> Result<(BridgeService, QueueWorker), StartError> {
+/// The inbound mail delivery: authentication, translation, next hop.
+pub fn intake(scheduler: Arc<Scheduler>) -> Result<Intake, StartError> {
+    let config = scheduler.config.clone();
+    let authenticator = Authenticator::new(&config.dns.nameservers, config.timeouts.dns)
+        .map_err(|e| StartError::Mail(format!("sender authentication: {e}")))?;
+    let next_hop = config
+        .mail
+        .next_hop
+        .clone()
+        .map(|route| {
+            Transport::new(
+                route,
+                scheduler.resolver.clone(),
+                config.smtp.helo.clone(),
+                config.smtp.timeout,
+            )
+        })
+        .transpose()
+        .map_err(|e| StartError::Mail(format!("mail.next_hop: {e}")))?;
+    Ok(Intake {
+        scheduler,
+        authenticator,
+        next_hop,
+    })
+}
+
+/// Everything `serve` runs: the HTTP service, the queue worker and the
+/// mail listeners, sharing one scheduler.
+pub struct Services {
+    pub http: BridgeService,
+    pub worker: QueueWorker,
+    pub mail: Vec<MailListenerService>,
+}
+
+pub fn services(config: Config) -> Result<Services, StartError> {
     let own = OwnCapabilities::from_config(&config);
     let scheduler = Arc::new(scheduler(config)?);
     let worker = QueueWorker {
         scheduler: scheduler.clone(),
+        purged_at: Default::default(),
     };
-    Ok((BridgeService { scheduler, own }, worker))
+    let mail_config = scheduler.config.clone();
+    let listeners = [
+        (Protocol::Smtp, mail_config.mail.smtp_listen),
+        (Protocol::Lmtp, mail_config.mail.lmtp_listen),
+    ];
+    let mut mail = Vec::new();
+    if listeners.iter().any(|(_, addr)| addr.is_some()) {
+        let intake = Arc::new(intake(scheduler.clone())?);
+        for (protocol, addr) in listeners {
+            if let Some(addr) = addr {
+                mail.push(MailListenerService::bind(
+                    protocol,
+                    addr,
+                    &mail_config,
+                    intake.clone(),
+                )?);
+            }
+        }
+    }
+    Ok(Services {
+        http: BridgeService { scheduler, own },
+        worker,
+        mail,
+    })
 }

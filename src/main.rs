@@ -7,13 +7,15 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ischedule_bridge::config::Config;
 use ischedule_bridge::ischedule::CalAddress;
-use ischedule_bridge::mail::queue_admin;
+use ischedule_bridge::mail::listener::{Delivery, Envelope, Reply};
+use ischedule_bridge::mail::{lmtp_client, queue_admin};
 use ischedule_bridge::proxy::forward::Forwarder;
 use ischedule_bridge::proxy::upstream::{Endpoint, Request};
 use ischedule_bridge::routing::explain::{self, ReceiverCheck};
 use ischedule_bridge::routing::Decision;
 use ischedule_bridge::store::StoreError;
 use ischedule_bridge::{app, proxy::own_capabilities::OwnCapabilities};
+use pingora::services::background::background_service;
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +55,25 @@ enum Command {
         no_capabilities: bool,
         #[arg(required = true)]
         addresses: Vec<String>,
+    },
+    /// Deliver one iMIP mail from standard input, as an MTA pipe transport
+    /// does; exits 0, 65 (EX_DATAERR), 67 (EX_NOUSER) or 75 (EX_TEMPFAIL).
+    Ingest {
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The envelope sender (MAIL FROM); empty for the null sender.
+        #[arg(long)]
+        sender: String,
+        /// The envelope recipients (RCPT TO).
+        #[arg(long, required = true, num_args = 1..)]
+        rcpt: Vec<String>,
+        /// The address the MTA received the mail from (for SPF and the
+        /// local-client allow-list); unknown when not given.
+        #[arg(long)]
+        client_ip: Option<std::net::IpAddr>,
+        /// The name the sending host gave in EHLO.
+        #[arg(long, default_value = "unknown")]
+        helo: String,
     },
     /// Inspect and manage the outbound mail queue (through the running
     /// bridge when there is one, else directly on its state).
@@ -113,6 +134,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             action,
         } => queue(load(config.as_ref())?, json, action),
+        Command::Ingest {
+            config,
+            sender,
+            rcpt,
+            client_ip,
+            helo,
+        } => ingest(load(config.as_ref())?, sender, rcpt, client_ip, helo),
     }
 }
 
@@ -131,7 +159,7 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
     let listen = config.server.listen.clone();
     let tls = config.server.tls.clone();
     tracing::info!(config = %config.source, listen = ?listen, tls = tls.len(), "starting");
-    let (service, worker) = app::services(config).context("starting the bridge")?;
+    let services = app::services(config).context("starting the bridge")?;
 
     let conf = pingora::server::configuration::ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -142,7 +170,7 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
     };
     let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, service);
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, services.http);
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
     }
@@ -156,10 +184,10 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("TLS listener {}", t.listen))?;
     }
     server.add_service(proxy);
-    server.add_service(pingora::services::background::background_service(
-        "imip queue",
-        worker,
-    ));
+    server.add_service(background_service("imip queue", services.worker));
+    for listener in services.mail {
+        server.add_service(background_service("mail listener", listener));
+    }
     server.run_forever()
 }
 
@@ -362,4 +390,121 @@ fn queue_via_bridge(
             String::from_utf8_lossy(&response.body)
         )
     })
+}
+
+/// sysexits.h codes an MTA pipe transport understands.
+const EX_DATAERR: u8 = 65;
+const EX_NOUSER: u8 = 67;
+const EX_TEMPFAIL: u8 = 75;
+
+fn ingest(
+    config: Config,
+    sender: String,
+    rcpts: Vec<String>,
+    client_ip: Option<std::net::IpAddr>,
+    helo: String,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Read;
+    let max = config.mail.max_message_bytes;
+    let mut message = Vec::new();
+    std::io::stdin()
+        .take(max as u64 + 1)
+        .read_to_end(&mut message)?;
+    if message.len() > max {
+        eprintln!("ischedule-bridge ingest: the message is larger than {max} bytes (mail.max_message_bytes)");
+        return Ok(ExitCode::from(EX_DATAERR));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let lmtp = config.mail.lmtp_listen;
+    let timeout = config.timeouts.request;
+    let envelope = Envelope {
+        mail_from: sender.clone(),
+        recipients: rcpts.clone(),
+        helo,
+        client: std::net::SocketAddr::new(
+            client_ip.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+            0,
+        ),
+        tls: false,
+        authenticated_as: None,
+    };
+    let replies = match app::scheduler(config) {
+        Ok(scheduler) => {
+            let intake = app::intake(std::sync::Arc::new(scheduler))?;
+            runtime.block_on(async {
+                let mut refused = Vec::new();
+                for rcpt in &rcpts {
+                    refused.push(intake.accept_recipient(&envelope, rcpt).await.err());
+                }
+                let accepted: Vec<String> = rcpts
+                    .iter()
+                    .zip(&refused)
+                    .filter(|(_, r)| r.is_none())
+                    .map(|(rcpt, _)| rcpt.clone())
+                    .collect();
+                let delivered = if accepted.is_empty() {
+                    Vec::new()
+                } else {
+                    intake
+                        .deliver(
+                            &Envelope {
+                                recipients: accepted,
+                                ..envelope.clone()
+                            },
+                            &message,
+                        )
+                        .await
+                };
+                let mut delivered = delivered.into_iter();
+                refused
+                    .into_iter()
+                    .map(|r| r.or_else(|| delivered.next()).unwrap_or_else(no_reply))
+                    .collect::<Vec<Reply>>()
+            })
+        }
+        // A running bridge holds the store: hand the mail to its LMTP listener.
+        Err(app::StartError::Store(StoreError::AlreadyOpen { .. })) => {
+            let addr = lmtp.context("a running bridge holds the store and has no LMTP listener (mail.lmtp_listen) to take the mail")?;
+            runtime.block_on(lmtp_client::deliver(
+                addr, &sender, &rcpts, &message, timeout,
+            ))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok(ExitCode::from(exit_code(&rcpts, &replies)))
+}
+
+fn no_reply() -> Reply {
+    Reply {
+        code: 451,
+        enhanced: Some((4, 3, 0)),
+        text: "no reply for this recipient".into(),
+    }
+}
+
+/// One exit code for the whole message: any temporary failure asks the MTA
+/// to retry; otherwise a permanent one says whether the user or the data
+/// was wrong. The first failure is the one-line reason on stderr.
+fn exit_code(rcpts: &[String], replies: &[Reply]) -> u8 {
+    let failures: Vec<(&String, &Reply)> = rcpts
+        .iter()
+        .zip(replies)
+        .filter(|(_, r)| r.code >= 400)
+        .collect();
+    let Some((rcpt, first)) = failures.first() else {
+        return 0;
+    };
+    eprintln!("ischedule-bridge ingest: {rcpt}: {first}");
+    if failures.iter().any(|(_, r)| r.code < 500) {
+        EX_TEMPFAIL
+    } else if failures
+        .iter()
+        .all(|(_, r)| matches!(r.enhanced, Some((5, 1, _))))
+    {
+        EX_NOUSER
+    } else {
+        EX_DATAERR
+    }
 }

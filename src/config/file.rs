@@ -34,6 +34,8 @@ pub struct File {
     pub idempotency: Idempotency,
     #[serde(default)]
     pub store: Store,
+    #[serde(default)]
+    pub mail: Mail,
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
 }
@@ -174,6 +176,31 @@ pub struct Store {
     pub path: Option<String>,
 }
 
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Mail {
+    pub smtp_listen: Option<String>,
+    pub lmtp_listen: Option<String>,
+    pub hostname: Option<String>,
+    pub max_message_bytes: Option<u64>,
+    pub max_recipients: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub local_clients: Option<Vec<String>>,
+    pub accept: Option<Vec<String>>,
+    pub next_hop: Option<String>,
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    #[serde(default)]
+    pub users: Vec<MailUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailUser {
+    pub name: String,
+    pub password: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
@@ -182,6 +209,7 @@ pub struct Route {
     pub to: Option<String>,
     pub mode: Option<String>,
     pub reply_routing: Option<String>,
+    pub accept: Option<Vec<String>>,
 }
 
 /// Syntax and shape errors, with the key path serde was in and the line.

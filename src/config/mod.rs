@@ -44,6 +44,7 @@ pub struct Config {
     pub idempotency_window: Duration,
     /// Folder of the durable state (queue, reply tokens, idempotency keys).
     pub store_path: PathBuf,
+    pub mail: Mail,
     pub routes: Vec<Route>,
 }
 
@@ -108,6 +109,39 @@ pub struct Smtp {
     pub direct_port: u16,
     pub status_map: crate::mail::status_map::StatusMap,
     pub timeout: Duration,
+}
+
+/// Inbound iMIP: the listeners and who may hand mail to them.
+#[derive(Debug, Clone)]
+pub struct Mail {
+    pub smtp_listen: Option<SocketAddr>,
+    pub lmtp_listen: Option<SocketAddr>,
+    /// Greeting, DSN Reporting-MTA and MAILER-DAEMON domain.
+    pub hostname: String,
+    pub max_message_bytes: usize,
+    pub max_recipients: usize,
+    pub max_connections: usize,
+    /// Clients trusted to speak for the local domains without DMARC.
+    pub local_clients: Vec<IpNet>,
+    pub accept: Vec<Accept>,
+    /// Where mail that is not turned into iSchedule goes unchanged.
+    pub next_hop: Option<crate::mail::transport::Route>,
+    /// STARTTLS certificate chain and key (SMTP listener).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// SMTP AUTH accounts (local clients by password).
+    pub users: Vec<(String, String)>,
+}
+
+/// What may vouch for an inbound mail's sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Accept {
+    /// A local client: allow-listed address or SMTP AUTH.
+    Local,
+    /// A reply token this bridge issued.
+    Token,
+    /// DMARC pass (aligned DKIM or SPF) for the From domain.
+    Dmarc,
 }
 
 #[derive(Debug, Clone)]
@@ -191,6 +225,8 @@ pub struct Route {
     pub to: Option<Url>,
     pub mode: Option<Mode>,
     pub reply_routing: Option<ReplyRouting>,
+    /// Inbound mail from addresses this route matches: what may vouch.
+    pub accept: Option<Vec<Accept>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +287,16 @@ impl Config {
     pub fn parse(text: &str, source: &str, base: &Path) -> Result<Config, ConfigError> {
         let raw = file::parse(text, source)?;
         validate::validate(raw, source, base)
+    }
+
+    /// What may vouch for inbound mail from `originator`: its route's
+    /// `accept`, else `[mail] accept`.
+    pub fn accepted_for(&self, originator: &CalAddress) -> &[Accept] {
+        self.routes
+            .iter()
+            .find(|r| r.matcher.matches(originator))
+            .and_then(|r| r.accept.as_deref())
+            .unwrap_or(&self.mail.accept)
     }
 
     /// Is this a domain whose users the bridge serves?

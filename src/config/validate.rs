@@ -12,8 +12,8 @@ use url::Url;
 
 use super::file::{self, File};
 use super::{
-    Config, Dns, Imip, Limits, Mode, Queue, ReplyRouting, Route, RouteMatch, Senders, Server, Smtp,
-    Timeouts, Tls, TlsListener,
+    Accept, Config, Dns, Imip, Limits, Mail, Mode, Queue, ReplyRouting, Route, RouteMatch, Senders,
+    Server, Smtp, Timeouts, Tls, TlsListener,
 };
 use crate::ischedule::CalAddress;
 use crate::itip::Stamp;
@@ -166,6 +166,39 @@ impl Checker<'_> {
             .transpose()
     }
 
+    fn accept(&self, key: &str, values: &[String]) -> Result<Vec<Accept>, ConfigError> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match v.as_str() {
+                "local" => Ok(Accept::Local),
+                "token" => Ok(Accept::Token),
+                "dmarc" => Ok(Accept::Dmarc),
+                _ => Err(self.err(
+                    format!("{key}[{i}]"),
+                    format!("'{v}' is not one of local, token, dmarc"),
+                )),
+            })
+            .collect()
+    }
+
+    fn cidrs(&self, key: &str, values: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                a.parse::<IpNet>()
+                    .or_else(|_| a.parse::<std::net::IpAddr>().map(IpNet::from))
+                    .map_err(|_| {
+                        self.err(
+                            format!("{key}[{i}]"),
+                            format!("'{a}' is not an IP address or CIDR block"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
     fn email(&self, key: &str, value: &str) -> Result<String, ConfigError> {
         match CalAddress::parse(&format!("mailto:{value}"))
             .ok()
@@ -244,6 +277,7 @@ pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigEr
     let store_path = c
         .base
         .join(raw.store.path.unwrap_or_else(|| "state".into()));
+    let mail = mail(&c, raw.mail, &imip)?;
     Ok(Config {
         source: source.to_string(),
         server,
@@ -259,7 +293,65 @@ pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigEr
         queue,
         idempotency_window,
         store_path,
+        mail,
         routes,
+    })
+}
+
+fn mail(c: &Checker, m: file::Mail, imip: &Imip) -> Result<Mail, ConfigError> {
+    let listen = |key: &str, v: Option<String>| v.map(|v| c.socket(key, &v)).transpose();
+    let bounded =
+        |key: &str, v: Option<u64>, default: u64, max: u64| -> Result<usize, ConfigError> {
+            let v = v.unwrap_or(default);
+            if (1..=max).contains(&v) {
+                Ok(v as usize)
+            } else {
+                Err(c.err(key, format!("must be between 1 and {max}")))
+            }
+        };
+    let tls = match (m.tls_cert, m.tls_key) {
+        (Some(cert), Some(key)) => Some((
+            c.certificate("mail.tls_cert", &cert)?,
+            c.private_key("mail.tls_key", &key)?,
+        )),
+        (None, None) => None,
+        (Some(_), None) => return Err(c.err("mail.tls_key", "missing: mail.tls_cert needs a key")),
+        (None, Some(_)) => {
+            return Err(c.err("mail.tls_cert", "missing: mail.tls_key needs a certificate"))
+        }
+    };
+    let next_hop = m
+        .next_hop
+        .map(|hop| {
+            transport::Route::parse(Some(&hop), Path::new(""))
+                .map_err(|why| c.err("mail.next_hop", why))
+        })
+        .transpose()?;
+    Ok(Mail {
+        smtp_listen: listen("mail.smtp_listen", m.smtp_listen)?,
+        lmtp_listen: listen("mail.lmtp_listen", m.lmtp_listen)?,
+        hostname: match m.hostname {
+            Some(h) => c.domain("mail.hostname", &h)?,
+            None => imip.token_domain.clone(),
+        },
+        max_message_bytes: bounded(
+            "mail.max_message_bytes",
+            m.max_message_bytes,
+            10 << 20,
+            100 << 20,
+        )?,
+        max_recipients: bounded("mail.max_recipients", m.max_recipients, 100, 10_000)?,
+        max_connections: bounded("mail.max_connections", m.max_connections, 100, 10_000)?,
+        // Empty by default: a local MTA on loopback hands over mail from
+        // anywhere, so nothing is trusted for the local domains unless named.
+        local_clients: c.cidrs("mail.local_clients", &m.local_clients.unwrap_or_default())?,
+        accept: match m.accept {
+            Some(list) => c.accept("mail.accept", &list)?,
+            None => vec![Accept::Local, Accept::Token, Accept::Dmarc],
+        },
+        next_hop,
+        tls,
+        users: m.users.into_iter().map(|u| (u.name, u.password)).collect(),
     })
 }
 
@@ -417,22 +509,11 @@ fn dns(c: &Checker, d: file::Dns) -> Result<Dns, ConfigError> {
 }
 
 fn senders(c: &Checker, s: file::Senders) -> Result<Senders, ConfigError> {
-    let allow = s
-        .allow
-        .unwrap_or_else(|| vec!["127.0.0.0/8".into(), "::1/128".into()])
-        .iter()
-        .enumerate()
-        .map(|(i, a)| {
-            a.parse::<IpNet>()
-                .or_else(|_| a.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    c.err(
-                        format!("senders.allow[{i}]"),
-                        format!("'{a}' is not an IP address or CIDR block"),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let allow = c.cidrs(
+        "senders.allow",
+        &s.allow
+            .unwrap_or_else(|| vec!["127.0.0.0/8".into(), "::1/128".into()]),
+    )?;
     let secret_header = s
         .secret_header
         .unwrap_or_else(|| DEFAULT_SECRET_HEADER.to_string());
@@ -547,5 +628,6 @@ fn route(c: &Checker, i: usize, r: file::Route) -> Result<Route, ConfigError> {
         to,
         mode,
         reply_routing: c.reply_routing(&key("reply_routing"), r.reply_routing.as_deref())?,
+        accept: r.accept.map(|a| c.accept(&key("accept"), &a)).transpose()?,
     })
 }

@@ -4,6 +4,9 @@
 //! The calendar object travels byte for byte (the parts clients act on);
 //! `summary` only reads it to give the human-readable parts and the subject.
 
+pub mod authenticate;
 pub mod builder;
+pub mod inbound;
 pub mod outbound;
 pub mod summary;
+pub mod to_ischedule;

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 
 use crate::ischedule::CalAddress;
+use crate::itip::ComponentKind;
 
 /// For VFREEBUSY fan-out: remove every ATTENDEE content line (including its
 /// folded continuation lines) whose value is not in `keep`; every other byte
@@ -67,6 +68,83 @@ fn with_organizer_value(line: &RawContentLine<'_>, new_value: &str) -> Option<St
     let colon = value_separator(&unfolded)?;
     let ending = &line.raw[strip_line_ending(line.raw).len()..];
     Some(format!("{}{new_value}{ending}", &unfolded[..=colon]))
+}
+
+/// For REPLYs that omit ORGANIZER (Outlook does): adds `ORGANIZER:<organizer>`
+/// right after the BEGIN line of every scheduling component (VEVENT, VTODO,
+/// VJOURNAL, VFREEBUSY) that has no ORGANIZER of its own. An ORGANIZER in a
+/// nested component (a VALARM) does not count, and a component that already
+/// has one is left alone. Returns the edited object.
+///
+/// Every other byte stays as it was. The new line ends like the BEGIN line
+/// it follows (CRLF or bare LF); a BEGIN line at the very end of the body
+/// without a line ending gets the body's first line ending (CRLF if it has
+/// none) before the new line. `organizer` is written as given, so it must
+/// be a single-line calendar user address (e.g. `mailto:alice@example.com`).
+pub fn insert_organizer(body: &str, organizer: &str) -> String {
+    let lines: Vec<RawContentLine<'_>> = content_lines(body).collect();
+    let needs_organizer = components_without_organizer(&lines);
+    let inserted = needs_organizer.iter().filter(|&&n| n).count();
+    let mut out = String::with_capacity(body.len() + inserted * (organizer.len() + 12));
+    for (line, needs) in lines.iter().zip(needs_organizer) {
+        out.push_str(line.raw);
+        if !needs {
+            continue;
+        }
+        let ending = &line.raw[strip_line_ending(line.raw).len()..];
+        if ending.is_empty() {
+            out.push_str(first_line_ending(body));
+            out.push_str("ORGANIZER:");
+            out.push_str(organizer);
+        } else {
+            out.push_str("ORGANIZER:");
+            out.push_str(organizer);
+            out.push_str(ending);
+        }
+    }
+    out
+}
+
+/// For each content line: whether it is the BEGIN line of a scheduling
+/// component without an ORGANIZER property of its own. A component left
+/// open at the end of the body is judged by what it holds so far.
+fn components_without_organizer(lines: &[RawContentLine<'_>]) -> Vec<bool> {
+    // Open components: the index of their BEGIN line if they schedule, and
+    // whether an ORGANIZER was seen directly inside them.
+    let mut open: Vec<(Option<usize>, bool)> = Vec::new();
+    let mut needs = vec![false; lines.len()];
+    for (index, line) in lines.iter().enumerate() {
+        let text = line.unfolded();
+        let name = property_name(&text);
+        if name.eq_ignore_ascii_case("BEGIN") {
+            let component = text.split_once(':').map_or("", |(_, value)| value);
+            let scheduling = ComponentKind::parse(component).is_some();
+            open.push((scheduling.then_some(index), false));
+        } else if name.eq_ignore_ascii_case("END") {
+            if let Some((Some(begin), false)) = open.pop() {
+                needs[begin] = true;
+            }
+        } else if name.eq_ignore_ascii_case("ORGANIZER") {
+            if let Some((_, has_organizer)) = open.last_mut() {
+                *has_organizer = true;
+            }
+        }
+    }
+    for (begin, has_organizer) in open {
+        if let (Some(begin), false) = (begin, has_organizer) {
+            needs[begin] = true;
+        }
+    }
+    needs
+}
+
+/// The first line ending in `body` (`\r\n` or `\n`); `\r\n` if there is none.
+fn first_line_ending(body: &str) -> &'static str {
+    match body.find('\n') {
+        Some(nl) if nl > 0 && body.as_bytes()[nl - 1] == b'\r' => "\r\n",
+        Some(_) => "\n",
+        None => "\r\n",
+    }
 }
 
 /// The name of an unfolded content line: everything before the first `;`
@@ -307,6 +385,119 @@ mod tests {
         let msg = crate::itip::ItipMessage::parse(&edited).unwrap();
         assert_eq!(msg.organizer, Some(CalAddress::parse(TOKEN).unwrap()));
         assert_eq!(msg.attendees.len(), 3);
+    }
+
+    const REPLY_NO_ORGANIZER: &str = "BEGIN:VCALENDAR\r\n\
+        VERSION:2.0\r\n\
+        METHOD:REPLY\r\n\
+        BEGIN:VTIMEZONE\r\nTZID:Europe/Berlin\r\nEND:VTIMEZONE\r\n\
+        BEGIN:VEVENT\r\n\
+        UID:040000008200E00074C5B7101A82E008\r\n\
+        DTSTAMP:20240101T120000Z\r\n\
+        ATTENDEE;PARTSTAT=ACCEPTED;CN=\"Bob: B\":mailto:bob@example.org\r\n\
+        BEGIN:VALARM\r\nACTION:DISPLAY\r\nEND:VALARM\r\n\
+        END:VEVENT\r\n\
+        END:VCALENDAR\r\n";
+
+    const PLACEHOLDER: &str = "mailto:alice@example.com";
+
+    #[test]
+    fn insert_organizer_after_the_begin_line_crlf() {
+        let out = insert_organizer(REPLY_NO_ORGANIZER, PLACEHOLDER);
+        let expected = REPLY_NO_ORGANIZER.replace(
+            "BEGIN:VEVENT\r\n",
+            "BEGIN:VEVENT\r\nORGANIZER:mailto:alice@example.com\r\n",
+        );
+        assert_eq!(out, expected);
+    }
+
+    #[test]
+    fn insert_organizer_keeps_bare_lf_and_mixed_endings() {
+        let lf = REPLY_NO_ORGANIZER.replace("\r\n", "\n");
+        let out = insert_organizer(&lf, PLACEHOLDER);
+        assert_eq!(
+            out,
+            lf.replace(
+                "BEGIN:VEVENT\n",
+                "BEGIN:VEVENT\nORGANIZER:mailto:alice@example.com\n"
+            )
+        );
+        assert!(!out.contains('\r'));
+        // Each insertion ends like its own BEGIN line.
+        let mixed = "BEGIN:VCALENDAR\r\nBEGIN:VTODO\nUID:1\r\nEND:VTODO\r\nEND:VCALENDAR\r\n";
+        assert_eq!(
+            insert_organizer(mixed, PLACEHOLDER),
+            "BEGIN:VCALENDAR\r\nBEGIN:VTODO\nORGANIZER:mailto:alice@example.com\n\
+             UID:1\r\nEND:VTODO\r\nEND:VCALENDAR\r\n"
+        );
+    }
+
+    #[test]
+    fn insert_organizer_leaves_components_that_have_one() {
+        assert_eq!(insert_organizer(FREEBUSY_CRLF, PLACEHOLDER), FREEBUSY_CRLF);
+        // ORGANIZER after the ATTENDEEs, lower-case, folded: still counts.
+        let body = "BEGIN:VCALENDAR\nbegin:vevent\nUID:1\norgan\n izer:mailto:o@x.org\nend:vevent\nEND:VCALENDAR\n";
+        assert_eq!(insert_organizer(body, PLACEHOLDER), body);
+    }
+
+    #[test]
+    fn insert_organizer_ignores_an_alarm_organizer_and_fills_each_override() {
+        let body = "BEGIN:VCALENDAR\n\
+                    BEGIN:VEVENT\nUID:1\nORGANIZER:mailto:o@x.org\nEND:VEVENT\n\
+                    BEGIN:VEVENT\nUID:1\nRECURRENCE-ID:20240101T100000Z\n\
+                    BEGIN:VALARM\nORGANIZER:mailto:alarm@x.org\nEND:VALARM\nEND:VEVENT\n\
+                    BEGIN:VJOURNAL\nUID:2\nEND:VJOURNAL\n\
+                    BEGIN:VFREEBUSY\nEND:VFREEBUSY\n\
+                    BEGIN:X-OTHER\nEND:X-OTHER\n\
+                    END:VCALENDAR\n";
+        let expected = "BEGIN:VCALENDAR\n\
+                    BEGIN:VEVENT\nUID:1\nORGANIZER:mailto:o@x.org\nEND:VEVENT\n\
+                    BEGIN:VEVENT\nORGANIZER:mailto:alice@example.com\nUID:1\nRECURRENCE-ID:20240101T100000Z\n\
+                    BEGIN:VALARM\nORGANIZER:mailto:alarm@x.org\nEND:VALARM\nEND:VEVENT\n\
+                    BEGIN:VJOURNAL\nORGANIZER:mailto:alice@example.com\nUID:2\nEND:VJOURNAL\n\
+                    BEGIN:VFREEBUSY\nORGANIZER:mailto:alice@example.com\nEND:VFREEBUSY\n\
+                    BEGIN:X-OTHER\nEND:X-OTHER\n\
+                    END:VCALENDAR\n";
+        assert_eq!(insert_organizer(body, PLACEHOLDER), expected);
+    }
+
+    #[test]
+    fn insert_organizer_after_a_folded_begin_line_and_at_the_very_end() {
+        let folded = "BEGIN:VCALENDAR\r\nBEGIN:VEV\r\n ENT\r\nUID:1\r\nEND:VEVENT\r\nEND:VCALENDAR";
+        assert_eq!(
+            insert_organizer(folded, PLACEHOLDER),
+            "BEGIN:VCALENDAR\r\nBEGIN:VEV\r\n ENT\r\nORGANIZER:mailto:alice@example.com\r\n\
+             UID:1\r\nEND:VEVENT\r\nEND:VCALENDAR"
+        );
+        // Truncated bodies: an unclosed component is filled too, and a last
+        // BEGIN line without an ending gets the body's style.
+        assert_eq!(
+            insert_organizer("BEGIN:VCALENDAR\nBEGIN:VEVENT", PLACEHOLDER),
+            "BEGIN:VCALENDAR\nBEGIN:VEVENT\nORGANIZER:mailto:alice@example.com"
+        );
+        assert_eq!(
+            insert_organizer("BEGIN:VTODO", PLACEHOLDER),
+            "BEGIN:VTODO\r\nORGANIZER:mailto:alice@example.com"
+        );
+        assert_eq!(insert_organizer("", PLACEHOLDER), "");
+        assert_eq!(
+            insert_organizer("END:VEVENT\nORGANIZER:x\n", PLACEHOLDER),
+            "END:VEVENT\nORGANIZER:x\n"
+        );
+    }
+
+    #[test]
+    fn inserted_organizer_makes_the_reply_readable() {
+        let before = crate::itip::ItipMessage::parse(REPLY_NO_ORGANIZER).unwrap_err();
+        assert!(before.description.contains("has no ORGANIZER"), "{before}");
+        let edited = insert_organizer(REPLY_NO_ORGANIZER, PLACEHOLDER);
+        let msg = crate::itip::ItipMessage::parse(&edited).unwrap();
+        assert_eq!(msg.organizer, Some(CalAddress::parse(PLACEHOLDER).unwrap()));
+        assert_eq!(msg.attendees, addrs(&["mailto:bob@example.org"]));
+        assert_eq!(
+            insert_organizer(&edited, "mailto:other@example.com"),
+            edited
+        );
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! server is configured) and what each SMTP outcome means to the iSchedule
 //! sender ([`status_map`], DESIGN.md "Status mapping").
 
+pub mod dsn;
+pub mod intake;
+pub mod listener;
+pub mod lmtp_client;
 pub mod queue;
 pub mod queue_admin;
 pub mod status_map;

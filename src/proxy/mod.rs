@@ -2,6 +2,7 @@
 //! receivers' client and the no-open-relay rule.
 
 pub mod forward;
+pub mod mail_listeners;
 pub mod own_capabilities;
 pub mod queue_worker;
 pub mod schedule;

@@ -2,6 +2,7 @@
 //! service beside the HTTP service: it retries due mail and reports what
 //! is given up to the organizer.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,18 +16,38 @@ use super::schedule::{unix_now, Scheduler};
 /// command line is picked up soon even when nothing else is due.
 const MAX_IDLE: Duration = Duration::from_secs(5);
 
+/// How often expired idempotency records are swept (a full scan).
+const PURGE_EVERY_SECS: u64 = 60;
+
 pub struct QueueWorker {
     pub scheduler: Arc<Scheduler>,
+    /// When the idempotency records were last swept (Unix seconds).
+    pub purged_at: AtomicU64,
 }
 
 impl QueueWorker {
     /// One pass; returns how long to sleep before the next.
     pub async fn pass(&self) -> Duration {
         let mailer = &self.scheduler.mailer;
+        // Expired idempotency records go too, or the store grows with every
+        // POST for as long as the bridge runs.
+        let now = unix_now();
+        if now >= self.purged_at.load(Ordering::Relaxed) + PURGE_EVERY_SECS {
+            self.purged_at.store(now, Ordering::Relaxed);
+            match self.scheduler.store.purge_expired(now) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(target: "ischedule::queue", purged = n, "idempotency records expired")
+                }
+                Err(e) => {
+                    tracing::error!(target: "ischedule::queue", error = %e, "purging idempotency records failed")
+                }
+            }
+        }
         match mailer.retry_due(unix_now()).await {
             Ok(given_up) => {
                 for g in &given_up {
-                    self.scheduler.report_failure(g).await;
+                    self.scheduler.report_given_up(g).await;
                 }
             }
             Err(e) => tracing::error!(target: "ischedule::queue", error = %e, "queue pass failed"),

@@ -23,7 +23,7 @@ use crate::itip::failure_reply::FailureReply;
 use crate::itip::{ComponentKind, ItipMessage};
 use crate::mail::queue::{GivenUp, Mailer};
 use crate::routing::{Decision, Receiver, Routed, Router};
-use crate::store::{Store, UnixTime};
+use crate::store::{FailureNotice, Store, UnixTime};
 
 pub struct Scheduler {
     pub config: Arc<Config>,
@@ -50,6 +50,17 @@ pub struct Scheduled {
     pub repeated: bool,
 }
 
+/// Whether recipients without a usable receiver may be sent mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailPolicy {
+    /// iSchedule POSTs: per the recipient's mode.
+    PerMode,
+    /// Requests that arrived by mail: sending mail again could loop, so
+    /// such recipients answer `5.3` and the intake decides (pass the mail
+    /// through, or refuse it).
+    Never,
+}
+
 /// A recipient on its way to mail, and why it goes there.
 struct ByMail {
     address: CalAddress,
@@ -71,13 +82,20 @@ impl Scheduler {
         }
     }
 
-    pub async fn schedule(&self, request: &SchedulingRequest) -> Scheduled {
+    pub async fn schedule(&self, request: &SchedulingRequest, policy: MailPolicy) -> Scheduled {
         let key = idempotency_key(request);
         if let Some(repeat) = key.as_deref().and_then(|k| self.recall(k)) {
             return repeat;
         }
-        let scheduled = self.schedule_once(request).await;
-        if let Some(key) = key {
+        let scheduled = self.schedule_once(request, policy).await;
+        // An answer with a temporary failure must not be replayed: the
+        // sender's retry is what gets that recipient delivered.
+        let temporary = scheduled
+            .response
+            .responses
+            .iter()
+            .any(|r| r.status.code == StatusCode::SERVICE_UNAVAILABLE);
+        if let Some(key) = key.filter(|_| !temporary) {
             let expires = unix_now() + self.config.idempotency_window.as_secs();
             if let Err(e) =
                 self.store
@@ -109,7 +127,7 @@ impl Scheduler {
         })
     }
 
-    async fn schedule_once(&self, request: &SchedulingRequest) -> Scheduled {
+    async fn schedule_once(&self, request: &SchedulingRequest, policy: MailPolicy) -> Scheduled {
         let router = self.router();
         let routed: Vec<Routed> =
             join_all(request.recipients.iter().map(|r| router.route(r))).await;
@@ -124,6 +142,12 @@ impl Scheduler {
                         Some((_, members)) => members.push(r.address.clone()),
                         None => groups.push((receiver.clone(), vec![r.address.clone()])),
                     }
+                }
+                Decision::Imip { why } if policy == MailPolicy::Never => {
+                    answers.insert(
+                        r.address.clone(),
+                        answer(&r.address, RequestStatus::no_scheduling_support(), why),
+                    );
                 }
                 Decision::Imip { why } => by_mail.push(ByMail {
                     address: r.address.clone(),
@@ -154,7 +178,7 @@ impl Scheduler {
         .await;
         let fallback_allowed: HashMap<&CalAddress, &Routed> = routed
             .iter()
-            .filter(|r| r.mode == Mode::NativeThenImip)
+            .filter(|r| r.mode == Mode::NativeThenImip && policy == MailPolicy::PerMode)
             .map(|r| (&r.address, r))
             .collect();
         for ((_, members), results) in groups.iter().zip(delivered) {
@@ -284,17 +308,23 @@ impl Scheduler {
 
     /// Tells the organizer, by a REPLY from the attendee carrying
     /// `REQUEST-STATUS:5.1`, that queued mail will not be delivered.
-    pub async fn report_failure(&self, given_up: &GivenUp) {
-        let Some(notice) = &given_up.mail.notice else {
-            return;
-        };
+    pub async fn report_given_up(&self, given_up: &GivenUp) {
+        if let Some(notice) = &given_up.mail.notice {
+            let why = format!("{} ({})", given_up.why, given_up.status);
+            self.report_failure(notice, &why, &format!("queue-{}", given_up.id))
+                .await;
+        }
+    }
+
+    /// Posts the failure REPLY for `notice` to the organizer's receiver and
+    /// logs the outcome; `reference` makes its iSchedule-Message-ID unique.
+    pub async fn report_failure(&self, notice: &FailureNotice, why: &str, reference: &str) {
         let dtstamp = crate::itip::Stamp::from_unix(unix_now()).to_string();
         let status = format!(
             "{};{}",
             StatusCode::SERVICE_UNAVAILABLE,
             RequestStatus::service_unavailable().description
         );
-        let detail = format!("{} ({})", given_up.why, given_up.status);
         let body = FailureReply {
             organizer: &notice.organizer,
             attendee: &notice.attendee,
@@ -302,21 +332,16 @@ impl Scheduler {
             component: ComponentKind::parse(&notice.component).unwrap_or(ComponentKind::VEvent),
             recurrence_id: notice.recurrence_id.as_deref(),
             status: &status,
-            detail: &detail,
+            detail: why,
             dtstamp: &dtstamp,
         }
         .to_ical();
         let outcome = self
-            .post_reply(
-                notice.organizer.as_str(),
-                notice.attendee.as_str(),
-                given_up.id,
-                body,
-            )
+            .post_reply(&notice.organizer, &notice.attendee, reference, body)
             .await;
         tracing::info!(
             target: "ischedule::queue",
-            id = given_up.id,
+            reference,
             organizer = %notice.organizer,
             attendee = %notice.attendee,
             outcome = %outcome,
@@ -324,7 +349,13 @@ impl Scheduler {
         );
     }
 
-    async fn post_reply(&self, organizer: &str, attendee: &str, id: u64, body: String) -> String {
+    async fn post_reply(
+        &self,
+        organizer: &str,
+        attendee: &str,
+        reference: &str,
+        body: String,
+    ) -> String {
         let (Ok(organizer), Ok(attendee), Ok(itip)) = (
             CalAddress::parse(organizer),
             CalAddress::parse(attendee),
@@ -336,7 +367,10 @@ impl Scheduler {
         let request = SchedulingRequest {
             originator: attendee,
             recipients: vec![organizer.clone()],
-            message_id: Some(format!("ischedule-bridge-failure-{id}-{}", unix_now())),
+            message_id: Some(format!(
+                "ischedule-bridge-failure-{reference}-{}",
+                unix_now()
+            )),
             content_type,
             body: Bytes::from(body),
             itip,

@@ -13,7 +13,7 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 
 use super::own_capabilities::OwnCapabilities;
-use super::schedule::{unix_now, Scheduled, Scheduler};
+use super::schedule::{unix_now, MailPolicy, Scheduled, Scheduler};
 use super::senders;
 use crate::discovery::WELL_KNOWN_PATH;
 use crate::ischedule::request::{self, SchedulingRequest};
@@ -203,7 +203,7 @@ impl BridgeService {
             log_rejection(session, &rejection, started);
             return self.reject(session, &rejection).await;
         }
-        let scheduled = self.scheduler.schedule(&request).await;
+        let scheduled = self.scheduler.schedule(&request, MailPolicy::PerMode).await;
         log_post(&request, &sender, &scheduled, started);
         self.send_xml(session, 200, scheduled.response.to_xml())
             .await

@@ -1,0 +1,383 @@
+//! Inbound iMIP, the mail listeners' delivery (DESIGN.md "iMIP → iSchedule"):
+//! each mail is parsed, its sender authenticated, its iTIP object turned
+//! into an iSchedule request and scheduled natively, and what the receivers
+//! answer becomes the SMTP/LMTP reply. Mail that is not for iSchedule goes
+//! to the next hop unchanged, or is refused with the reason.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use super::dsn;
+use super::listener::{Delivery, Envelope, Reply};
+use super::transport::{Outcome, Transport};
+use crate::imip::authenticate::{AuthError, Authenticator};
+use crate::imip::inbound::{self, Bounce, InboundError, Itip, Parsed};
+use crate::imip::to_ischedule::{self, Refusal, Sender};
+use crate::ischedule::{CalAddress, RequestStatus, StatusCode};
+use crate::itip::{ItipMessage, Role};
+use crate::proxy::schedule::{MailPolicy, Scheduler};
+use crate::store::FailureNotice;
+
+pub struct Intake {
+    pub scheduler: Arc<Scheduler>,
+    pub authenticator: Authenticator,
+    /// Where mail that is not turned into iSchedule goes unchanged.
+    pub next_hop: Option<Transport>,
+}
+
+fn reply(code: u16, enhanced: (u8, u16, u16), text: impl Into<String>) -> Reply {
+    Reply {
+        code,
+        enhanced: Some(enhanced),
+        text: text.into(),
+    }
+}
+
+/// DESIGN.md table "iMIP → iSchedule": a receiver's request-status as the
+/// reply to the mail's sender. A receiver that is down gives 451, so the
+/// sending MTA keeps the message and retries: nothing is lost.
+pub fn reply_for(status: &RequestStatus, description: Option<&str>) -> Reply {
+    let text = match description {
+        Some(d) => format!("{status}: {d}"),
+        None => status.to_string(),
+    };
+    let code = status.code;
+    match (code.class, code.major) {
+        (1 | 2, _) => reply(250, (2, 0, 0), text),
+        _ if code == StatusCode::INVALID_USER => reply(550, (5, 1, 1), text),
+        _ if code == StatusCode::NO_AUTHORITY => reply(550, (5, 7, 1), text),
+        (3, _) => reply(554, (5, 6, 0), text),
+        _ if code == StatusCode::NO_SCHEDULING_SUPPORT => reply(550, (5, 1, 1), text),
+        (5, 1) => reply(451, (4, 4, 1), text),
+        _ => reply(554, (5, 6, 0), text),
+    }
+}
+
+fn refusal_reply(refusal: &Refusal) -> Reply {
+    match refusal {
+        Refusal::NotAuthenticated(_) | Refusal::Mismatch(_) | Refusal::Token(_) => {
+            reply(550, (5, 7, 1), refusal.to_string())
+        }
+        Refusal::NoMethod | Refusal::Invalid(_) => reply(554, (5, 6, 0), refusal.to_string()),
+        Refusal::Store(_) => reply(451, (4, 3, 0), refusal.to_string()),
+        Refusal::Undecided(_) => reply(451, (4, 7, 0), refusal.to_string()),
+    }
+}
+
+#[async_trait]
+impl Delivery for Intake {
+    /// No open relay: local clients may address anyone; everyone else only
+    /// the local domains and this bridge's reply addresses.
+    async fn accept_recipient(&self, envelope: &Envelope, recipient: &str) -> Result<(), Reply> {
+        let config = &self.scheduler.config;
+        let local_recipient =
+            CalAddress::parse(&format!("mailto:{recipient}")).is_ok_and(|a| config.is_local(&a));
+        if self.local_client(envelope).is_some()
+            || local_recipient
+            || to_ischedule::token_of(config, recipient).is_some()
+        {
+            Ok(())
+        } else {
+            Err(reply(
+                550,
+                (5, 7, 1),
+                format!("relaying denied: {recipient} is neither in a local domain nor a reply address of this bridge"),
+            ))
+        }
+    }
+
+    async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Vec<Reply> {
+        let replies = self.handle(envelope, message).await;
+        for (rcpt, r) in envelope.recipients.iter().zip(&replies) {
+            tracing::info!(target: "ischedule::mail", from = %envelope.mail_from, rcpt = %rcpt, client = %envelope.client, reply = %r, "inbound");
+        }
+        replies
+    }
+
+    async fn report_failures(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        failed: &[(String, Reply)],
+    ) {
+        let config = &self.scheduler.config;
+        let report = dsn::build(&config.mail.hostname, &envelope.mail_from, message, failed);
+        // A DSN has the null sender, so it can never bounce back here.
+        let outcome = self
+            .scheduler
+            .mailer
+            .transport
+            .send("", &envelope.mail_from, &report)
+            .await;
+        tracing::info!(target: "ischedule::mail", to = %envelope.mail_from, failed = failed.len(), outcome = ?outcome, "delivery status notification");
+    }
+
+    fn check_credentials(&self, user: &str, password: &str) -> bool {
+        self.scheduler.config.mail.users.iter().any(|(u, p)| {
+            u == user && crate::proxy::senders::constant_time_eq(p.as_bytes(), password.as_bytes())
+        })
+    }
+}
+
+impl Intake {
+    /// Why this client counts as local, if it does.
+    fn local_client(&self, envelope: &Envelope) -> Option<String> {
+        if let Some(user) = &envelope.authenticated_as {
+            return Some(format!("SMTP AUTH as {user}"));
+        }
+        let ip: IpAddr = envelope.client.ip();
+        let mail = &self.scheduler.config.mail;
+        mail.local_clients
+            .iter()
+            .find(|net| net.contains(&ip))
+            .map(|net| format!("client address in {net}"))
+    }
+
+    async fn handle(&self, envelope: &Envelope, message: &[u8]) -> Vec<Reply> {
+        let count = envelope.recipients.len();
+        match inbound::parse(message) {
+            Ok(Parsed::Itip(itip)) => self.itip(envelope, message, &itip).await,
+            Ok(Parsed::Bounce(bounce)) => vec![self.bounce(&bounce).await; count],
+            Err(e @ InboundError::NoCalendar) => {
+                let refused = reply(550, (5, 6, 0), e.to_string());
+                self.pass_through_or(envelope, message, &envelope.recipients, refused)
+                    .await
+            }
+            Err(e) => vec![reply(554, (5, 6, 0), e.to_string()); count],
+        }
+    }
+
+    async fn itip(&self, envelope: &Envelope, message: &[u8], itip: &Itip) -> Vec<Reply> {
+        let count = envelope.recipients.len();
+        let sender = self.authenticate(envelope, message, itip).await;
+        let config = &self.scheduler.config;
+        let store = self.scheduler.store.as_ref();
+        let translated =
+            match to_ischedule::translate(config, store, itip, &envelope.recipients, &sender) {
+                Ok(t) => t,
+                Err(refusal) => return vec![refusal_reply(&refusal); count],
+            };
+        let (kind, by) = &translated.vouched_by;
+        let request = &translated.request;
+        if !config.accepted_for(&request.originator).contains(kind) {
+            let why = format!(
+                "{by} is not accepted for {} by this bridge's rules",
+                request.originator
+            );
+            return vec![reply(550, (5, 7, 1), why); count];
+        }
+        let scheduled = self.scheduler.schedule(request, MailPolicy::Never).await;
+        tracing::info!(target: "ischedule::mail", originator = %request.originator, vouched_by = %by, method = %request.itip.method, "translated to iSchedule");
+        let to_organizer = request.itip.method.originator_role() == Role::Attendee;
+        let mut replies = Vec::with_capacity(count);
+        let mut unserved = Vec::new();
+        for rcpt in &envelope.recipients {
+            let response = if to_organizer {
+                scheduled.response.responses.first()
+            } else {
+                let address = CalAddress::parse(&format!("mailto:{rcpt}")).ok();
+                scheduled
+                    .response
+                    .responses
+                    .iter()
+                    .find(|r| CalAddress::parse(&r.recipient).ok() == address)
+            };
+            match response {
+                // No iSchedule receiver: the migration path relays the mail.
+                Some(r)
+                    if r.status.code == StatusCode::NO_SCHEDULING_SUPPORT
+                        && self.next_hop.is_some() =>
+                {
+                    unserved.push((replies.len(), rcpt.clone()));
+                    replies.push(reply(250, (2, 0, 0), "placeholder"));
+                }
+                Some(r) => replies.push(reply_for(&r.status, r.description.as_deref())),
+                None => replies.push(reply(451, (4, 3, 0), "no status for this recipient")),
+            }
+        }
+        if !unserved.is_empty() {
+            let rcpts: Vec<String> = unserved.iter().map(|(_, r)| r.clone()).collect();
+            let relayed = self.relay(envelope, message, &rcpts).await;
+            for ((index, _), r) in unserved.into_iter().zip(relayed) {
+                replies[index] = r;
+            }
+        }
+        replies
+    }
+
+    /// Local client, else DMARC for the From domain when the rules accept
+    /// it; a reply token needs neither (translation checks it).
+    async fn authenticate(&self, envelope: &Envelope, message: &[u8], itip: &Itip) -> Sender {
+        if let Some(by) = self.local_client(envelope) {
+            return Sender::LocalClient { by };
+        }
+        let config = &self.scheduler.config;
+        if envelope
+            .recipients
+            .iter()
+            .any(|r| to_ischedule::token_of(config, r).is_some())
+        {
+            return Sender::Unauthenticated {
+                reason: "not a local client; the reply token must vouch".into(),
+            };
+        }
+        let Some(from) = itip.from.clone() else {
+            return Sender::Unauthenticated {
+                reason: "the mail has no From address".into(),
+            };
+        };
+        let verdict = self
+            .authenticator
+            .verify(
+                message,
+                envelope.client.ip(),
+                &envelope.helo,
+                &envelope.mail_from,
+                &config.mail.hostname,
+            )
+            .await;
+        match verdict {
+            Ok(v) if v.authenticated() => Sender::Dmarc {
+                from,
+                reason: v.reason,
+            },
+            Ok(v) => Sender::Unauthenticated { reason: v.reason },
+            // DNS trouble decided nothing: the sending MTA must retry.
+            Err(e @ AuthError::Temporary(_)) => Sender::Undecided {
+                reason: e.to_string(),
+            },
+            Err(e) => Sender::Unauthenticated {
+                reason: format!("could not check DMARC/DKIM/SPF: {e}"),
+            },
+        }
+    }
+
+    /// A bounce of mail this bridge sent: the organizer hears of it by a
+    /// REPLY carrying REQUEST-STATUS:5.1.
+    async fn bounce(&self, bounce: &Bounce) -> Reply {
+        let config = &self.scheduler.config;
+        let ours = bounce.original_message_id.as_deref().is_some_and(|id| {
+            id.to_ascii_lowercase()
+                .ends_with(&format!("@{}", config.imip.token_domain))
+        });
+        if !ours {
+            return reply(
+                550,
+                (5, 6, 0),
+                "a delivery report about mail this bridge did not send",
+            );
+        }
+        let notice = bounce.original_calendar.as_deref().and_then(|calendar| {
+            let itip = ItipMessage::parse(calendar).ok()?;
+            let organizer = itip.organizer?;
+            // A token ORGANIZER stands for the real one.
+            let organizer = match organizer
+                .email()
+                .and_then(|e| to_ischedule::token_of(config, e))
+            {
+                Some(token) => self.scheduler.store.resolve_token(token).ok()??.organizer,
+                None => organizer.as_str().to_string(),
+            };
+            Some(FailureNotice {
+                organizer,
+                attendee: format!("mailto:{}", bounce.recipients.first()?),
+                uid: itip.uid,
+                component: itip.component.as_str().to_string(),
+                recurrence_id: None,
+            })
+        });
+        let Some(notice) = notice else {
+            return reply(
+                550,
+                (5, 6, 0),
+                "a delivery report without the invitation it is about",
+            );
+        };
+        let why = format!(
+            "mail to {} bounced: {} {}",
+            bounce.recipients.join(", "),
+            bounce.status.as_deref().unwrap_or(""),
+            bounce.diagnostic.as_deref().unwrap_or("")
+        );
+        let reference = bounce.original_message_id.clone().unwrap_or_default();
+        self.scheduler
+            .report_failure(&notice, why.trim(), &reference)
+            .await;
+        reply(
+            250,
+            (2, 0, 0),
+            "delivery report turned into a REPLY to the organizer",
+        )
+    }
+
+    async fn pass_through_or(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        rcpts: &[String],
+        refused: Reply,
+    ) -> Vec<Reply> {
+        if self.next_hop.is_some() && self.local_client(envelope).is_some() {
+            self.relay(envelope, message, rcpts).await
+        } else {
+            vec![refused; rcpts.len()]
+        }
+    }
+
+    /// Relays the mail unchanged to the next hop, one transaction per
+    /// recipient so each keeps its own reply.
+    async fn relay(&self, envelope: &Envelope, message: &[u8], rcpts: &[String]) -> Vec<Reply> {
+        let Some(hop) = &self.next_hop else {
+            return vec![
+                reply(
+                    550,
+                    (5, 1, 1),
+                    "no iSchedule receiver and no next hop for mail"
+                );
+                rcpts.len()
+            ];
+        };
+        let mut replies = Vec::with_capacity(rcpts.len());
+        for rcpt in rcpts {
+            replies.push(match hop.send(&envelope.mail_from, rcpt, message).await {
+                Outcome::Accepted { reply: r, .. } => {
+                    reply(250, (2, 0, 0), format!("relayed to the next hop: {r}"))
+                }
+                Outcome::Written { .. } => reply(250, (2, 0, 0), "written to the outbox"),
+                Outcome::Temporary { reply: r } => reply(451, (4, 4, 1), format!("next hop: {r}")),
+                Outcome::Permanent {
+                    code,
+                    enhanced,
+                    reply: r,
+                } => Reply {
+                    code,
+                    enhanced: enhanced.or(Some((5, 0, 0))),
+                    text: format!("next hop: {r}"),
+                },
+            });
+        }
+        replies
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receiver_statuses_become_the_replies_of_the_design_table() {
+        let code = |s: &str| {
+            let r = reply_for(&s.parse().unwrap(), None);
+            (r.code, r.enhanced.unwrap())
+        };
+        assert_eq!(code("2.0;Success"), (250, (2, 0, 0)));
+        assert_eq!(code("1.1;Sent"), (250, (2, 0, 0)));
+        assert_eq!(code("3.7;Invalid calendar user"), (550, (5, 1, 1)));
+        assert_eq!(code("3.8;No authority"), (550, (5, 7, 1)));
+        assert_eq!(code("3.1;Invalid property name"), (554, (5, 6, 0)));
+        assert_eq!(code("5.3;No scheduling support for user"), (550, (5, 1, 1)));
+        assert_eq!(code("5.1;Service unavailable"), (451, (4, 4, 1)));
+    }
+}
