@@ -4,14 +4,12 @@
 
 mod support;
 
-use std::net::Ipv4Addr;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use support::{
-    free_port, http, itip, run_cli, schedule_post, shared_dir, statuses, Bridge, Cyrus, Dns,
-    SmtpSink, Zone,
+    calendar_part, free_port, http, itip, run_cli, schedule_post, shared_dir, statuses, Bridge,
+    Cyrus, Dns, SmtpSink, Zone,
 };
 
 const ORGANIZER: &str = "mailto:bernard@example.com";
@@ -60,30 +58,6 @@ fn eventually(secs: u64, mut ready: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     ready()
-}
-
-/// The decoded text/calendar part and the headers of a stored mail, read
-/// by Python's email package (independent of the bridge's MIME code).
-fn calendar_part(mail: &Path) -> (Vec<u8>, String) {
-    const READ: &str = "import email,sys\n\
-        m = email.message_from_binary_file(open(sys.argv[1], 'rb'))\n\
-        p = [p for p in m.walk() if p.get_content_type() == 'text/calendar'][0]\n\
-        sys.stderr.write(''.join(f'{k}: {v}\\n' for k, v in m.items()))\n\
-        sys.stdout.buffer.write(p.get_payload(decode=True))\n";
-    let out = Command::new("python3")
-        .args(["-c", READ])
-        .arg(mail)
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn validate(mails: &[std::path::PathBuf]) -> String {
@@ -686,5 +660,4 @@ fn the_embedded_default_writes_mail_to_the_outbox() {
         .collect();
     assert_eq!(outbox.len(), 1);
     validate(&outbox);
-    let _ = Ipv4Addr::LOCALHOST;
 }

@@ -490,6 +490,17 @@ impl Cyrus {
     /// Starts Cyrus serving calendar users `<user>@<domain>` (each with a provisioned
     /// calendar home), with HTTPS too if `tls` is given.
     pub fn start(domain: &str, users: &[&str], tls: Option<&Certs>) -> Cyrus {
+        Cyrus::start_with_smtp(domain, users, tls, free_port())
+    }
+
+    /// As [`Cyrus::start`], with Cyrus sending the iMIP mail it originates to
+    /// 127.0.0.1:`smtp_port` (e.g. the bridge's SMTP listener as smarthost).
+    pub fn start_with_smtp(
+        domain: &str,
+        users: &[&str],
+        tls: Option<&Certs>,
+        smtp_port: u16,
+    ) -> Cyrus {
         let dir = TempDir::new().expect("temp dir");
         // The cyrus user must reach BASEDIR: every ancestor needs o+x.
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o711)).expect("chmod");
@@ -504,7 +515,7 @@ impl Cyrus {
             );
         }
         let base = dir.path().join("cyrus");
-        let (http_port, imap_port, smtp_port) = (free_port(), free_port(), free_port());
+        let (http_port, imap_port) = (free_port(), free_port());
         let tls_port = tls.map(|_| free_port());
         let script_log = dir.path().join("script.log");
         let log = fs::File::create(&script_log).expect("script.log");
@@ -945,4 +956,51 @@ pub fn statuses(r: &HttpResponse) -> Vec<(String, String)> {
             (field("recipient"), field("request-status"))
         })
         .collect()
+}
+
+/// Sends one mail with swaks to 127.0.0.1:`port` and returns whether the
+/// transaction succeeded and its transcript; `extra` are more swaks options.
+pub fn swaks(port: u16, from: &str, to: &[&str], data: &Path, extra: &[&str]) -> (bool, String) {
+    let out = Command::new("swaks")
+        .args([
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--from",
+            from,
+            "--to",
+            &to.join(","),
+        ])
+        .arg("--data")
+        .arg(format!("@{}", data.display()))
+        .args(extra)
+        .output()
+        .expect("swaks is required (scripts/test installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// The decoded text/calendar part and the header lines of a stored mail,
+/// read by Python's email package (independent of the bridge's MIME code).
+pub fn calendar_part(mail: &Path) -> (Vec<u8>, String) {
+    const READ: &str = "import email,sys\n\
+        m = email.message_from_binary_file(open(sys.argv[1], 'rb'))\n\
+        p = [p for p in m.walk() if p.get_content_type() == 'text/calendar'][0]\n\
+        sys.stderr.write(''.join(f'{k}: {v}\\n' for k, v in m.items()))\n\
+        sys.stdout.buffer.write(p.get_payload(decode=True))\n";
+    let out = Command::new("python3")
+        .args(["-c", READ])
+        .arg(mail)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

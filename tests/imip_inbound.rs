@@ -1,0 +1,490 @@
+//! iMIP to iSchedule through the running bridge: replies by mail back to a
+//! real Cyrus organizer, Cyrus using the bridge as its smarthost to reach
+//! another Cyrus over iSchedule (the migration path), forged senders
+//! refused, a receiver that is down answered 451 until it is back, and the
+//! `ingest` command for MTA pipe transports.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use support::{
+    calendar_part, free_port, http, ical_day, itip, schedule_post, statuses, swaks, Bridge, Certs,
+    Cyrus, Dns, SmtpSink, Zone,
+};
+
+const BOB: &str = "mailto:bob@cyrus.test";
+const CAROL: &str = "mailto:carol@mail.test";
+const AUTH: (&str, &str) = ("Authorization", "Basic Ym9iOng="); // bob:x
+
+fn eventually(secs: u64, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ready()
+}
+
+/// Bob's own copy of the event in Cyrus, as his calendar client stored it.
+fn put_event(cyrus: &Cyrus, user: &str, uid: &str, attendee: &str) {
+    let event = itip(
+        "REQUEST",
+        "VEVENT",
+        &format!("mailto:{user}@{}", cyrus.domain),
+        &[(attendee, "NEEDS-ACTION")],
+        uid,
+    )
+    .replace("METHOD:REQUEST\r\n", "");
+    let path = format!("/dav/calendars/user/{user}/Default/{uid}.ics");
+    let auth = format!("Basic {}", base64(&format!("{user}:x")));
+    let r = http(
+        cyrus.http_port,
+        "PUT",
+        &path,
+        &[("Authorization", &auth), ("Content-Type", "text/calendar")],
+        event.as_bytes(),
+    );
+    assert!(
+        matches!(r.status, 201 | 204),
+        "CalDAV PUT {path}: {} {}",
+        r.status,
+        r.text()
+    );
+}
+
+fn base64(s: &str) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = s.as_bytes();
+    b.chunks(3)
+        .flat_map(|c| {
+            let n = (u32::from(c[0]) << 16)
+                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+                | u32::from(*c.get(2).unwrap_or(&0));
+            (0..4).map(move |i| {
+                if i <= c.len() {
+                    T[(n >> (18 - 6 * i) & 63) as usize] as char
+                } else {
+                    '='
+                }
+            })
+        })
+        .collect()
+}
+
+/// The PARTSTAT of `attendee` in bob's copy of event `uid`.
+fn partstat(cyrus: &Cyrus, uid: &str, attendee: &str) -> Option<String> {
+    let r = http(
+        cyrus.http_port,
+        "GET",
+        &format!("/dav/calendars/user/bob/Default/{uid}.ics"),
+        &[AUTH],
+        b"",
+    );
+    let unfolded = r.text().replace("\r\n ", "");
+    let line = unfolded
+        .lines()
+        .find(|l| l.starts_with("ATTENDEE") && l.to_ascii_lowercase().ends_with(attendee))?;
+    let value = line.split(';').find_map(|p| p.strip_prefix("PARTSTAT="))?;
+    Some(value.split([':', ';']).next()?.to_string())
+}
+
+/// A REPLY as carol's client writes it: her ATTENDEE only, ACCEPTED, to
+/// the ORGANIZER the invitation named (maybe a reply token address).
+fn reply_mail(dir: &Path, uid: &str, organizer: &str, to: &str, name: &str) -> PathBuf {
+    let day = ical_day(10);
+    let calendar = format!(
+        "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Mail client//EN\r\nMETHOD:REPLY\r\nBEGIN:VEVENT\r\nUID:{uid}\r\n\
+         DTSTAMP:{}T130000Z\r\nDTSTART:{day}T130000Z\r\nDTEND:{day}T140000Z\r\nORGANIZER:{organizer}\r\n\
+         ATTENDEE;PARTSTAT=ACCEPTED:{CAROL}\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+        ical_day(0)
+    );
+    let mail = format!(
+        "From: Carol <carol@mail.test>\r\nTo: {to}\r\nSubject: Accepted: Design meeting\r\nMessage-ID: <{name}@mail.test>\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/calendar; charset=UTF-8; method=REPLY\r\n\r\n{calendar}"
+    );
+    let path = dir.join(format!("{name}.eml"));
+    std::fs::write(&path, mail).unwrap();
+    path
+}
+
+fn bridge_config(port: u16, dns: u16, extra: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{dns}\"]\n\
+         [imip]\nreply_routing = \"token\"\ntoken_domain = \"bridge.test\"\n{extra}"
+    )
+}
+
+/// Sends the invitation through the bridge by iSchedule, as Cyrus's
+/// iSchedule sender would, and returns the reply address it carries.
+fn invite_carol_by_mail(bridge: &Bridge, sink: &SmtpSink, uid: &str) -> String {
+    let body = itip("REQUEST", "VEVENT", BOB, &[(CAROL, "NEEDS-ACTION")], uid);
+    let r = schedule_post(
+        bridge.port,
+        BOB,
+        &[CAROL],
+        &body,
+        Some(&format!("{uid}-invite")),
+    );
+    assert_eq!(statuses(&r)[0].1, "1.1;Sent", "{}", r.text());
+    let mail = sink.messages().pop().expect("the invitation mail");
+    let (_, headers) = calendar_part(&mail);
+    headers
+        .lines()
+        .find_map(|l| l.strip_prefix("Reply-To: "))
+        .expect("a Reply-To with the token address")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_reply_by_mail_reaches_the_organizer_at_cyrus() {
+    let cyrus = Cyrus::start("cyrus.test", &["bob"], None);
+    let sink = SmtpSink::start();
+    let dns = Dns::start(
+        &Zone::new()
+            .authoritative("mail.test")
+            .authoritative("cyrus.test"),
+    );
+    let (port, smtp) = (free_port(), free_port());
+    let bridge = Bridge::start(
+        port,
+        &bridge_config(
+            port,
+            dns.port,
+            &format!(
+                "[smtp]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"calendar-bridge@bridge.test\"\n\
+             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\n\
+             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
+                sink.port, cyrus.http_port
+            ),
+        ),
+    );
+    put_event(&cyrus, "bob", "roundtrip", CAROL);
+    assert_eq!(
+        partstat(&cyrus, "roundtrip", "carol@mail.test").as_deref(),
+        Some("NEEDS-ACTION")
+    );
+
+    let reply_to = invite_carol_by_mail(&bridge, &sink, "roundtrip");
+    assert!(
+        reply_to.starts_with("ischedule+") && reply_to.ends_with("@bridge.test"),
+        "{reply_to}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mail = reply_mail(
+        dir.path(),
+        "roundtrip",
+        &format!("mailto:{reply_to}"),
+        &reply_to,
+        "r1",
+    );
+    let (ok, transcript) = swaks(smtp, "carol@mail.test", &[&reply_to], &mail, &[]);
+    assert!(ok, "{transcript}\n{}", bridge.log());
+    assert!(transcript.contains("<-  250 2.0.0"), "{transcript}");
+    assert_eq!(
+        partstat(&cyrus, "roundtrip", "carol@mail.test").as_deref(),
+        Some("ACCEPTED"),
+        "{}",
+        bridge.log()
+    );
+}
+
+#[test]
+fn cyrus_with_the_bridge_as_smarthost_reaches_another_domain_over_ischedule() {
+    let certs = Certs::generate(&["ischedule.cyrus2.test"]);
+    let remote = Cyrus::start("cyrus2.test", &["alice"], Some(&certs));
+    let dns = Dns::start(
+        &Zone::new()
+            .authoritative("cyrus.test")
+            .authoritative("cyrus2.test")
+            .srv(
+                "cyrus2.test",
+                "ischedule.cyrus2.test",
+                remote.tls_port.unwrap(),
+                0,
+                1,
+            )
+            .a("ischedule.cyrus2.test", Ipv4Addr::LOCALHOST),
+    );
+    let (port, smtp) = (free_port(), free_port());
+    let bridge = Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
+             [tls]\nca_file = \"{}\"\n[domains]\nlocal = [\"cyrus.test\"]\n\
+             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\nlocal_clients = [\"127.0.0.1/32\"]\n",
+            dns.port,
+            certs.ca.display()
+        ),
+    );
+    let local = Cyrus::start_with_smtp("cyrus.test", &["bob"], None, smtp);
+    put_event(&local, "bob", "migration", "mailto:alice@cyrus2.test");
+    // Cyrus sends its iMIP invitation to the bridge, which delivers it to
+    // the other domain's receiver over iSchedule and answers Cyrus 250.
+    let delivered = eventually(20, || {
+        bridge.log().lines().any(|l| {
+            l.contains("inbound")
+                && l.contains("rcpt=alice@cyrus2.test")
+                && l.contains("reply=250 2.0.0 2.0")
+        })
+    });
+    assert!(delivered, "{}", bridge.log());
+    let inbox = http(
+        remote.http_port,
+        "PROPFIND",
+        "/dav/calendars/user/alice/Inbox/",
+        &[("Authorization", "Basic YWxpY2U6eA=="), ("Depth", "1")],
+        b"",
+    );
+    let hrefs: Vec<String> = inbox
+        .text()
+        .split("<D:href>")
+        .skip(2)
+        .filter_map(|h| h.split('<').next().map(str::to_string))
+        .collect();
+    let found = hrefs.iter().any(|href| {
+        http(
+            remote.http_port,
+            "GET",
+            href,
+            &[("Authorization", "Basic YWxpY2U6eA==")],
+            b"",
+        )
+        .text()
+        .contains("UID:migration")
+    });
+    assert!(
+        found,
+        "the invitation is in alice's inbox at cyrus2.test: {hrefs:?}\n{}",
+        inbox.text()
+    );
+    assert!(
+        !bridge.log().contains("relayed to the next hop"),
+        "iSchedule, not mail"
+    );
+}
+
+#[test]
+fn a_forged_sender_is_refused_and_nothing_is_posted() {
+    let cyrus = Cyrus::start("cyrus.test", &["bob"], None);
+    // Authoritative for all of `test`: DMARC also asks the organizational
+    // domain, which must answer NXDOMAIN, not REFUSED.
+    let dns = Dns::start(
+        &Zone::new()
+            .authoritative("test")
+            .txt("mail.test", "v=spf1 -all")
+            .txt("_dmarc.mail.test", "v=DMARC1; p=reject"),
+    );
+    let (port, smtp) = (free_port(), free_port());
+    let bridge = Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
+             [domains]\nlocal = [\"cyrus.test\"]\n[mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\n\
+             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
+            dns.port, cyrus.http_port
+        ),
+    );
+    put_event(&cyrus, "bob", "forged", CAROL);
+    let dir = tempfile::tempdir().unwrap();
+    // Claims to be carol, but mail.test's SPF and DMARC say otherwise and no token vouches.
+    let mail = reply_mail(dir.path(), "forged", BOB, "bob@cyrus.test", "f1");
+    let (ok, transcript) = swaks(smtp, "carol@mail.test", &["bob@cyrus.test"], &mail, &[]);
+    assert!(!ok, "{transcript}");
+    assert!(
+        transcript.contains("<** 550 5.7.1 sender not authenticated"),
+        "{transcript}"
+    );
+    assert!(
+        transcript.contains("spf=fail"),
+        "the reason names what failed: {transcript}"
+    );
+    assert!(
+        !bridge.log().contains("translated to iSchedule"),
+        "{}",
+        bridge.log()
+    );
+    assert_eq!(
+        partstat(&cyrus, "forged", "carol@mail.test").as_deref(),
+        Some("NEEDS-ACTION")
+    );
+}
+
+#[test]
+fn a_receiver_that_is_down_gets_451_and_the_retried_mail_goes_through() {
+    let cyrus = Cyrus::start("cyrus.test", &["bob"], None);
+    let sink = SmtpSink::start();
+    let dns = Dns::start(
+        &Zone::new()
+            .authoritative("mail.test")
+            .authoritative("cyrus.test"),
+    );
+    // The organizer's receiver is a second bridge in front of Cyrus, not running yet.
+    let (port, smtp, front) = (free_port(), free_port(), free_port());
+    let bridge = Bridge::start(
+        port,
+        &bridge_config(
+            port,
+            dns.port,
+            &format!(
+                "[smtp]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"calendar-bridge@bridge.test\"\n\
+             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\n\
+             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{front}/ischedule\"\n",
+                sink.port
+            ),
+        ),
+    );
+    put_event(&cyrus, "bob", "retry", CAROL);
+    let reply_to = invite_carol_by_mail(&bridge, &sink, "retry");
+    let dir = tempfile::tempdir().unwrap();
+    let mail = reply_mail(
+        dir.path(),
+        "retry",
+        &format!("mailto:{reply_to}"),
+        &reply_to,
+        "r2",
+    );
+    let (ok, transcript) = swaks(smtp, "carol@mail.test", &[&reply_to], &mail, &[]);
+    assert!(!ok, "{transcript}");
+    assert!(
+        transcript.contains("<** 451 4.4.1"),
+        "the sending MTA keeps the mail: {transcript}"
+    );
+
+    let _front = Bridge::start(
+        front,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{front}\"\n[[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
+            cyrus.http_port
+        ),
+    );
+    let (ok, transcript) = swaks(smtp, "carol@mail.test", &[&reply_to], &mail, &[]);
+    assert!(ok, "the MTA's retry: {transcript}\n{}", bridge.log());
+    assert_eq!(
+        partstat(&cyrus, "retry", "carol@mail.test").as_deref(),
+        Some("ACCEPTED")
+    );
+}
+
+#[test]
+fn ingest_delivers_through_the_store_or_the_running_bridge_and_exits_like_sysexits() {
+    let cyrus = Cyrus::start("cyrus.test", &["bob"], None);
+    let sink = SmtpSink::start();
+    let dns = Dns::start(
+        &Zone::new()
+            .authoritative("mail.test")
+            .authoritative("cyrus.test"),
+    );
+    let (port, lmtp) = (free_port(), free_port());
+    let bridge = Bridge::start(
+        port,
+        &bridge_config(
+            port,
+            dns.port,
+            &format!(
+                "[smtp]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"calendar-bridge@bridge.test\"\n\
+             [mail]\nlmtp_listen = \"127.0.0.1:{lmtp}\"\n\
+             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
+                sink.port, cyrus.http_port
+            ),
+        ),
+    );
+    put_event(&cyrus, "bob", "ingest", CAROL);
+    let reply_to = invite_carol_by_mail(&bridge, &sink, "ingest");
+    let dir = tempfile::tempdir().unwrap();
+    let config = bridge.dir().join("bridge.toml");
+    let ingest = |mail: &Path, rcpt: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ischedule-bridge"))
+            .args([
+                "ingest",
+                "--config",
+                config.to_str().unwrap(),
+                "--sender",
+                "carol@mail.test",
+                "--rcpt",
+                rcpt,
+            ])
+            .stdin(std::fs::File::open(mail).unwrap())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Not a calendar message: EX_DATAERR with the reason.
+    let plain = dir.path().join("plain.eml");
+    std::fs::write(
+        &plain,
+        "From: carol@mail.test\r\nSubject: hi\r\n\r\nno calendar here\r\n",
+    )
+    .unwrap();
+    let (code, err) = ingest(&plain, &reply_to);
+    assert_eq!(code, Some(65), "{err}");
+    assert!(err.contains("no text/calendar"), "{err}");
+    // An address the bridge never issued: refused.
+    let bogus = reply_mail(
+        dir.path(),
+        "ingest",
+        BOB,
+        "ischedule+aaaaaaaaaaaaaaaaaaaa@bridge.test",
+        "bogus",
+    );
+    let (code, err) = ingest(&bogus, "ischedule+aaaaaaaaaaaaaaaaaaaa@bridge.test");
+    assert_eq!(code, Some(65), "{err}");
+    assert!(
+        err.contains("not a reply address this bridge issued"),
+        "{err}"
+    );
+    // The running bridge holds the store: ingest hands the reply to its LMTP listener.
+    let reply = reply_mail(
+        dir.path(),
+        "ingest",
+        &format!("mailto:{reply_to}"),
+        &reply_to,
+        "i1",
+    );
+    let (code, err) = ingest(&reply, &reply_to);
+    assert_eq!(code, Some(0), "{err}\n{}", bridge.log());
+    assert_eq!(
+        partstat(&cyrus, "ingest", "carol@mail.test").as_deref(),
+        Some("ACCEPTED")
+    );
+
+    // The same mail again is a retry: answered from the record, not re-sent.
+    let (code, err) = ingest(&reply, &reply_to);
+    assert_eq!(code, Some(0), "{err}");
+
+    // Stopped bridge: ingest opens the store itself; Cyrus gone: EX_TEMPFAIL.
+    let reply = reply_mail(
+        dir.path(),
+        "ingest",
+        &format!("mailto:{reply_to}"),
+        &reply_to,
+        "i2",
+    );
+    let (_port, state) = bridge.crash();
+    drop(cyrus);
+    let config = state.path().join("bridge.toml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ischedule-bridge"))
+        .args([
+            "ingest",
+            "--config",
+            config.to_str().unwrap(),
+            "--sender",
+            "carol@mail.test",
+            "--rcpt",
+            &reply_to,
+        ])
+        .stdin(std::fs::File::open(&reply).unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{err}");
+    assert!(err.contains("451 4.4.1"), "{err}");
+}
