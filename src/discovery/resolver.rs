@@ -12,7 +12,7 @@ use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::RData;
-use hickory_resolver::TokioResolver;
+use hickory_resolver::{ResolverBuilder, TokioResolver};
 
 use super::srv::SrvRecord;
 use crate::config;
@@ -43,18 +43,8 @@ impl DnsResolver {
             name: "resolver configuration".into(),
             reason: e.to_string(),
         };
-        let mut builder = if dns.nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(failure)?
-        } else {
-            let servers = dns.nameservers.iter().map(name_server).collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
+        let mut builder = resolver_builder(&dns.nameservers, timeout).map_err(failure)?;
         let opts = builder.options_mut();
-        opts.timeout = timeout;
-        opts.attempts = 2;
         opts.positive_max_ttl = Some(dns.max_ttl);
         opts.negative_max_ttl = Some(dns.negative_ttl.min(dns.max_ttl));
         Ok(DnsResolver {
@@ -133,6 +123,28 @@ impl DnsResolver {
             None => Ok(vec![]),
         }
     }
+}
+
+/// A resolver on the configured servers (each over UDP and TCP), or the
+/// system's when none are configured; `timeout` per query, two attempts.
+/// Shared with sender authentication, so both ask the same DNS.
+pub fn resolver_builder(
+    nameservers: &[SocketAddr],
+    timeout: Duration,
+) -> Result<ResolverBuilder<TokioRuntimeProvider>, NetError> {
+    let mut builder = if nameservers.is_empty() {
+        TokioResolver::builder_tokio()?
+    } else {
+        let servers = nameservers.iter().map(name_server).collect();
+        TokioResolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    let opts = builder.options_mut();
+    opts.timeout = timeout;
+    opts.attempts = 2;
+    Ok(builder)
 }
 
 fn name_server(addr: &SocketAddr) -> NameServerConfig {

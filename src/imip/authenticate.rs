@@ -27,10 +27,9 @@ use mail_auth::common::crypto::CryptoError;
 use mail_auth::dkim::DkimError;
 use mail_auth::dmarc::verify::DmarcParameters;
 use mail_auth::dmarc::Policy;
-use mail_auth::hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
-use mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider;
-use mail_auth::hickory_resolver::TokioResolver;
 use mail_auth::spf::verify::SpfParameters;
+
+use crate::discovery::resolver::resolver_builder;
 use mail_auth::{
     AuthenticatedMessage, DkimOutput, DkimResult, DmarcOutput, DmarcResult, DnsError,
     MessageAuthenticator, SpfOutput, SpfResult,
@@ -86,18 +85,8 @@ impl Authenticator {
     /// `timeout` is per DNS query (two attempts).
     pub fn new(nameservers: &[SocketAddr], timeout: Duration) -> Result<Authenticator, AuthError> {
         let failed = |e: &dyn std::fmt::Display| AuthError::Resolver(e.to_string());
-        let mut builder = if nameservers.is_empty() {
-            TokioResolver::builder_tokio().map_err(|e| failed(&e))?
-        } else {
-            let servers = nameservers.iter().map(name_server).collect();
-            TokioResolver::builder_with_config(
-                ResolverConfig::from_parts(None, vec![], servers),
-                TokioRuntimeProvider::default(),
-            )
-        };
+        let mut builder = resolver_builder(nameservers, timeout).map_err(|e| failed(&e))?;
         let opts = builder.options_mut();
-        opts.timeout = timeout;
-        opts.attempts = 2;
         // EDNS (hickory's default, kept explicit): a 2048-bit DKIM key does
         // not fit a 512-byte answer. Each server is also reachable over TCP.
         opts.edns0 = true;
@@ -193,21 +182,6 @@ fn is_domain(name: &str) -> bool {
                 && l.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b >= 0x80)
         })
-}
-
-fn name_server(addr: &SocketAddr) -> NameServerConfig {
-    let connection = |mut c: ConnectionConfig| {
-        c.port = addr.port();
-        c
-    };
-    NameServerConfig::new(
-        addr.ip(),
-        true,
-        vec![
-            connection(ConnectionConfig::udp()),
-            connection(ConnectionConfig::tcp()),
-        ],
-    )
 }
 
 /// DKIM is defined on CRLF lines (RFC 6376 5.3): a message handed over with

@@ -47,22 +47,26 @@ impl Stamp {
     /// The UTC instant `secs` after the Unix epoch (for DTSTAMP values the
     /// bridge writes itself).
     pub fn from_unix(secs: u64) -> Stamp {
-        let days = (secs / 86_400) as i64;
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
         let rem = secs % 86_400;
-        // Days to civil date, after H. Hinnant's public-domain algorithm.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        let date = (year as u64) * 10_000 + (month as u64) * 100 + day as u64;
+        let date = (year as u64) * 10_000 + u64::from(month) * 100 + u64::from(day);
         let time = (rem / 3600) * 10_000 + (rem % 3600 / 60) * 100 + rem % 60;
         Stamp(date * 1_000_000 + time)
     }
+}
+
+/// The Gregorian `(year, month, day)` of a day counted from 1970-01-01,
+/// after H. Hinnant's public-domain `civil_from_days`.
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 fn days_in_month(year: u64, month: u64) -> u64 {

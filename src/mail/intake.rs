@@ -171,8 +171,8 @@ impl Intake {
         let scheduled = self.scheduler.schedule(request, MailPolicy::Never).await;
         tracing::info!(target: "ischedule::mail", originator = %request.originator, vouched_by = %by, method = %request.itip.method, "translated to iSchedule");
         let to_organizer = request.itip.method.originator_role() == Role::Attendee;
-        let mut replies = Vec::with_capacity(count);
-        let mut unserved = Vec::new();
+        // `None`: no iSchedule receiver, so the mail goes to the next hop.
+        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(count);
         for rcpt in &envelope.recipients {
             let response = if to_organizer {
                 scheduled.response.responses.first()
@@ -184,27 +184,32 @@ impl Intake {
                     .iter()
                     .find(|r| CalAddress::parse(&r.recipient).ok() == address)
             };
-            match response {
-                // No iSchedule receiver: the migration path relays the mail.
+            replies.push(match response {
                 Some(r)
                     if r.status.code == StatusCode::NO_SCHEDULING_SUPPORT
                         && self.next_hop.is_some() =>
                 {
-                    unserved.push((replies.len(), rcpt.clone()));
-                    replies.push(reply(250, (2, 0, 0), "placeholder"));
+                    None
                 }
-                Some(r) => replies.push(reply_for(&r.status, r.description.as_deref())),
-                None => replies.push(reply(451, (4, 3, 0), "no status for this recipient")),
-            }
+                Some(r) => Some(reply_for(&r.status, r.description.as_deref())),
+                None => Some(reply(451, (4, 3, 0), "no status for this recipient")),
+            });
         }
-        if !unserved.is_empty() {
-            let rcpts: Vec<String> = unserved.iter().map(|(_, r)| r.clone()).collect();
-            let relayed = self.relay(envelope, message, &rcpts).await;
-            for ((index, _), r) in unserved.into_iter().zip(relayed) {
-                replies[index] = r;
-            }
-        }
+        let unserved: Vec<String> = envelope
+            .recipients
+            .iter()
+            .zip(&replies)
+            .filter(|(_, r)| r.is_none())
+            .map(|(rcpt, _)| rcpt.clone())
+            .collect();
+        let mut relayed = self.relay(envelope, message, &unserved).await.into_iter();
         replies
+            .into_iter()
+            .map(|r| {
+                r.or_else(|| relayed.next())
+                    .unwrap_or_else(|| reply(451, (4, 3, 0), "not relayed"))
+            })
+            .collect()
     }
 
     /// Local client, else DMARC for the From domain when the rules accept

@@ -53,16 +53,8 @@ pub fn ical_day(days: i64) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970");
-    // civil_from_days (H. Hinnant): days since 1970-01-01 -> proleptic Gregorian date
-    let z = (now.as_secs() / 86_400) as i64 + days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let today = (now.as_secs() / 86_400) as i64;
+    let (year, month, day) = ischedule_bridge::itip::datetime::civil_from_days(today + days);
     format!("{year:04}{month:02}{day:02}")
 }
 
