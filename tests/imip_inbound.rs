@@ -195,6 +195,86 @@ fn a_reply_by_mail_reaches_the_organizer_at_cyrus() {
 }
 
 #[test]
+fn a_bounce_of_the_bridges_own_mail_becomes_a_failure_reply_to_the_organizer() {
+    let cyrus = Cyrus::start("cyrus.test", &["bob"], None);
+    let sink = SmtpSink::start();
+    let dns = Dns::start(
+        &Zone::new()
+            .authoritative("mail.test")
+            .authoritative("cyrus.test"),
+    );
+    let (port, smtp) = (free_port(), free_port());
+    let bridge = Bridge::start(
+        port,
+        &bridge_config(
+            port,
+            dns.port,
+            &format!(
+                "[smtp]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"calendar-bridge@bridge.test\"\n\
+             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\n\
+             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
+                sink.port, cyrus.http_port
+            ),
+        ),
+    );
+    put_event(&cyrus, "bob", "bounced", CAROL);
+    invite_carol_by_mail(&bridge, &sink, "bounced");
+    let original = std::fs::read(sink.messages().pop().unwrap()).unwrap();
+    let original = String::from_utf8_lossy(&original)
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
+    // What carol's mail server sends back later (RFC 3464), written by hand.
+    let dsn = format!(
+        "From: MAILER-DAEMON@mail.test\r\nTo: calendar-bridge@bridge.test\r\nSubject: Undelivered Mail\r\n\
+         Message-ID: <dsn-1@mail.test>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain\r\n\r\nThe mail to carol could not be delivered.\r\n\
+         --b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.mail.test\r\n\r\n\
+         Final-Recipient: rfc822; carol@mail.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\
+         Diagnostic-Code: smtp; 550 5.1.1 mailbox unavailable\r\n\r\n\
+         --b1\r\nContent-Type: message/rfc822\r\n\r\n{original}\r\n--b1--\r\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dsn.eml");
+    std::fs::write(&path, dsn).unwrap();
+    assert!(!stamped(&cyrus, "bounced"), "no REPLY applied yet");
+    let (ok, transcript) = swaks(smtp, "<>", &["calendar-bridge@bridge.test"], &path, &[]);
+    assert!(ok, "{transcript}\n{}", bridge.log());
+    assert!(
+        transcript.contains(" -> MAIL FROM:<>"),
+        "a DSN has the null sender: {transcript}"
+    );
+    assert!(
+        bridge
+            .log()
+            .contains("turned into a REPLY to the organizer"),
+        "{}",
+        bridge.log()
+    );
+    assert!(
+        stamped(&cyrus, "bounced"),
+        "the organizer's event took the failure REPLY\n{}",
+        bridge.log()
+    );
+}
+
+/// Cyrus stamps an attendee with the DTSTAMP of each REPLY it applies.
+fn stamped(cyrus: &Cyrus, uid: &str) -> bool {
+    let r = http(
+        cyrus.http_port,
+        "GET",
+        &format!("/dav/calendars/user/bob/Default/{uid}.ics"),
+        &[AUTH],
+        b"",
+    );
+    r.text().replace("\r\n ", "").lines().any(|l| {
+        l.starts_with("ATTENDEE")
+            && l.contains("X-DTSTAMP=")
+            && l.ends_with("mailto:carol@mail.test")
+    })
+}
+
+#[test]
 fn cyrus_with_the_bridge_as_smarthost_reaches_another_domain_over_ischedule() {
     let certs = Certs::generate(&["ischedule.cyrus2.test"]);
     let remote = Cyrus::start("cyrus2.test", &["alice"], Some(&certs));

@@ -69,21 +69,21 @@ fn refusal_reply(refusal: &Refusal) -> Reply {
 #[async_trait]
 impl Delivery for Intake {
     /// No open relay: local clients may address anyone; everyone else only
-    /// the local domains and this bridge's reply addresses.
+    /// the local domains, this bridge's reply addresses, and its own
+    /// envelope sender (where delivery reports come back).
     async fn accept_recipient(&self, envelope: &Envelope, recipient: &str) -> Result<(), Reply> {
         let config = &self.scheduler.config;
         let local_recipient =
             CalAddress::parse(&format!("mailto:{recipient}")).is_ok_and(|a| config.is_local(&a));
-        if self.local_client(envelope).is_some()
-            || local_recipient
-            || to_ischedule::token_of(config, recipient).is_some()
-        {
+        let ours = recipient.eq_ignore_ascii_case(&config.smtp.from)
+            || to_ischedule::token_of(config, recipient).is_some();
+        if self.local_client(envelope).is_some() || local_recipient || ours {
             Ok(())
         } else {
             Err(reply(
                 550,
                 (5, 7, 1),
-                format!("relaying denied: {recipient} is neither in a local domain nor a reply address of this bridge"),
+                format!("relaying denied: {recipient} is neither in a local domain nor an address of this bridge"),
             ))
         }
     }
