@@ -112,11 +112,47 @@ fn reply_mail(dir: &Path, uid: &str, organizer: &str, to: &str, name: &str) -> P
     path
 }
 
-fn bridge_config(port: u16, dns: u16, extra: &str) -> String {
-    format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{dns}\"]\n\
-         [imip]\nreply_routing = \"token\"\ntoken_domain = \"bridge.test\"\n{extra}"
-    )
+/// Edge mode in front of bob's Cyrus: token reply routing, mail relayed to
+/// the sink, a mail `listener` (`smtp_listen` or `lmtp_listen`) for what
+/// comes back, and cyrus.test routed to `receiver` (Cyrus unless given).
+struct Edge {
+    cyrus: Cyrus,
+    sink: SmtpSink,
+    dns: Dns,
+    bridge: Bridge,
+    mail_port: u16,
+}
+
+impl Edge {
+    fn start(listener: &str, receiver: Option<u16>) -> Edge {
+        let cyrus = Cyrus::start("cyrus.test", &["bob"], None);
+        let sink = SmtpSink::start();
+        let dns = Dns::start(
+            &Zone::new()
+                .authoritative("mail.test")
+                .authoritative("cyrus.test"),
+        );
+        let (port, mail_port) = (free_port(), free_port());
+        let receiver = receiver.unwrap_or(cyrus.http_port);
+        let bridge = Bridge::start(
+            port,
+            &format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
+                 [imip]\nreply_routing = \"token\"\ntoken_domain = \"bridge.test\"\n\
+                 [smtp]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"calendar-bridge@bridge.test\"\n\
+                 [mail]\n{listener} = \"127.0.0.1:{mail_port}\"\n\
+                 [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{receiver}/ischedule\"\n",
+                dns.port, sink.port
+            ),
+        );
+        Edge {
+            cyrus,
+            sink,
+            dns,
+            bridge,
+            mail_port,
+        }
+    }
 }
 
 /// Sends the invitation through the bridge by iSchedule, as Cyrus's
@@ -143,27 +179,13 @@ fn invite_carol_by_mail(bridge: &Bridge, sink: &SmtpSink, uid: &str) -> String {
 
 #[test]
 fn a_reply_by_mail_reaches_the_organizer_at_cyrus() {
-    let cyrus = Cyrus::start("cyrus.test", &["bob"], None);
-    let sink = SmtpSink::start();
-    let dns = Dns::start(
-        &Zone::new()
-            .authoritative("mail.test")
-            .authoritative("cyrus.test"),
-    );
-    let (port, smtp) = (free_port(), free_port());
-    let bridge = Bridge::start(
-        port,
-        &bridge_config(
-            port,
-            dns.port,
-            &format!(
-                "[smtp]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"calendar-bridge@bridge.test\"\n\
-             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\n\
-             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
-                sink.port, cyrus.http_port
-            ),
-        ),
-    );
+    let Edge {
+        cyrus,
+        sink,
+        dns: _dns,
+        bridge,
+        mail_port: smtp,
+    } = Edge::start("smtp_listen", None);
     put_event(&cyrus, "bob", "roundtrip", CAROL);
     assert_eq!(
         partstat(&cyrus, "roundtrip", "carol@mail.test").as_deref(),
@@ -196,27 +218,13 @@ fn a_reply_by_mail_reaches_the_organizer_at_cyrus() {
 
 #[test]
 fn a_bounce_of_the_bridges_own_mail_becomes_a_failure_reply_to_the_organizer() {
-    let cyrus = Cyrus::start("cyrus.test", &["bob"], None);
-    let sink = SmtpSink::start();
-    let dns = Dns::start(
-        &Zone::new()
-            .authoritative("mail.test")
-            .authoritative("cyrus.test"),
-    );
-    let (port, smtp) = (free_port(), free_port());
-    let bridge = Bridge::start(
-        port,
-        &bridge_config(
-            port,
-            dns.port,
-            &format!(
-                "[smtp]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"calendar-bridge@bridge.test\"\n\
-             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\n\
-             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
-                sink.port, cyrus.http_port
-            ),
-        ),
-    );
+    let Edge {
+        cyrus,
+        sink,
+        dns: _dns,
+        bridge,
+        mail_port: smtp,
+    } = Edge::start("smtp_listen", None);
     put_event(&cyrus, "bob", "bounced", CAROL);
     invite_carol_by_mail(&bridge, &sink, "bounced");
     let original = std::fs::read(sink.messages().pop().unwrap()).unwrap();
@@ -397,28 +405,15 @@ fn a_forged_sender_is_refused_and_nothing_is_posted() {
 
 #[test]
 fn a_receiver_that_is_down_gets_451_and_the_retried_mail_goes_through() {
-    let cyrus = Cyrus::start("cyrus.test", &["bob"], None);
-    let sink = SmtpSink::start();
-    let dns = Dns::start(
-        &Zone::new()
-            .authoritative("mail.test")
-            .authoritative("cyrus.test"),
-    );
     // The organizer's receiver is a second bridge in front of Cyrus, not running yet.
-    let (port, smtp, front) = (free_port(), free_port(), free_port());
-    let bridge = Bridge::start(
-        port,
-        &bridge_config(
-            port,
-            dns.port,
-            &format!(
-                "[smtp]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"calendar-bridge@bridge.test\"\n\
-             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\n\
-             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{front}/ischedule\"\n",
-                sink.port
-            ),
-        ),
-    );
+    let front = free_port();
+    let Edge {
+        cyrus,
+        sink,
+        dns: _dns,
+        bridge,
+        mail_port: smtp,
+    } = Edge::start("smtp_listen", Some(front));
     put_event(&cyrus, "bob", "retry", CAROL);
     let reply_to = invite_carol_by_mail(&bridge, &sink, "retry");
     let dir = tempfile::tempdir().unwrap();
@@ -453,27 +448,14 @@ fn a_receiver_that_is_down_gets_451_and_the_retried_mail_goes_through() {
 
 #[test]
 fn ingest_delivers_through_the_store_or_the_running_bridge_and_exits_like_sysexits() {
-    let cyrus = Cyrus::start("cyrus.test", &["bob"], None);
-    let sink = SmtpSink::start();
-    let dns = Dns::start(
-        &Zone::new()
-            .authoritative("mail.test")
-            .authoritative("cyrus.test"),
-    );
-    let (port, lmtp) = (free_port(), free_port());
-    let bridge = Bridge::start(
-        port,
-        &bridge_config(
-            port,
-            dns.port,
-            &format!(
-                "[smtp]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"calendar-bridge@bridge.test\"\n\
-             [mail]\nlmtp_listen = \"127.0.0.1:{lmtp}\"\n\
-             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
-                sink.port, cyrus.http_port
-            ),
-        ),
-    );
+    // ingest finds the LMTP listener in the bridge's configuration.
+    let Edge {
+        cyrus,
+        sink,
+        dns: _dns,
+        bridge,
+        ..
+    } = Edge::start("lmtp_listen", None);
     put_event(&cyrus, "bob", "ingest", CAROL);
     let reply_to = invite_carol_by_mail(&bridge, &sink, "ingest");
     let dir = tempfile::tempdir().unwrap();

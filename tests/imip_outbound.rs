@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use support::{
     calendar_part, free_port, http, itip, run_cli, schedule_post, shared_dir, statuses, Bridge,
-    Cyrus, Dns, SmtpSink, Zone,
+    Cyrus, Dns, HttpResponse, SmtpSink, Zone,
 };
 
 const ORGANIZER: &str = "mailto:bernard@example.com";
@@ -58,6 +58,13 @@ fn eventually(secs: u64, mut ready: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     ready()
+}
+
+/// The organizer invites `to`, everyone NEEDS-ACTION, in one POST.
+fn invite(port: u16, to: &[&str], uid: &str, message_id: Option<&str>) -> HttpResponse {
+    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
+    let body = itip("REQUEST", "VEVENT", ORGANIZER, &attendees, uid);
+    schedule_post(port, ORGANIZER, to, &body, message_id)
 }
 
 fn validate(mails: &[std::path::PathBuf]) -> String {
@@ -164,20 +171,7 @@ fn smtp_replies_map_to_request_status_and_a_deferred_mail_is_delivered_later() {
         "mailto:tempfail1@mail.test",
         "mailto:carol@mail.test",
     ];
-    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
-    let r = schedule_post(
-        w.bridge.port,
-        ORGANIZER,
-        &to,
-        &itip(
-            "REQUEST",
-            "VEVENT",
-            ORGANIZER,
-            &attendees,
-            "map@example.com",
-        ),
-        Some("map-1"),
-    );
+    let r = invite(w.bridge.port, &to, "map@example.com", Some("map-1"));
     let s = statuses(&r);
     assert_eq!(
         s.iter().map(|(_, st)| st.as_str()).collect::<Vec<_>>(),
@@ -208,19 +202,7 @@ fn sink_down_during_the_post_is_pending_then_delivered() {
     let mut w = World::start("");
     w.sink.stop();
     let to = ["mailto:carol@mail.test"];
-    let r = schedule_post(
-        w.bridge.port,
-        ORGANIZER,
-        &to,
-        &itip(
-            "REQUEST",
-            "VEVENT",
-            ORGANIZER,
-            &[(to[0], "NEEDS-ACTION")],
-            "down@example.com",
-        ),
-        Some("down-1"),
-    );
+    let r = invite(w.bridge.port, &to, "down@example.com", Some("down-1"));
     assert_eq!(statuses(&r)[0].1, "1.0;Pending", "{}", r.text());
     w.sink.restart();
     assert!(
@@ -235,20 +217,7 @@ fn a_crash_between_queueing_and_delivery_loses_nothing() {
     let mut w = World::start("");
     w.sink.stop();
     let to = ["mailto:carol@mail.test", "mailto:dave@mail.test"];
-    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
-    let r = schedule_post(
-        w.bridge.port,
-        ORGANIZER,
-        &to,
-        &itip(
-            "REQUEST",
-            "VEVENT",
-            ORGANIZER,
-            &attendees,
-            "crash@example.com",
-        ),
-        Some("crash-1"),
-    );
+    let r = invite(w.bridge.port, &to, "crash@example.com", Some("crash-1"));
     assert!(
         statuses(&r).iter().all(|(_, s)| s == "1.0;Pending"),
         "{}",
@@ -305,20 +274,7 @@ fn native_mail_and_rejected_recipients_in_one_post() {
         "mailto:carol@mail.test",
         "mailto:reject9@mail.test",
     ];
-    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
-    let r = schedule_post(
-        w.bridge.port,
-        ORGANIZER,
-        &to,
-        &itip(
-            "REQUEST",
-            "VEVENT",
-            ORGANIZER,
-            &attendees,
-            "mixed@example.com",
-        ),
-        Some("mixed-1"),
-    );
+    let r = invite(w.bridge.port, &to, "mixed@example.com", Some("mixed-1"));
     let got: Vec<(String, String)> = statuses(&r);
     let expected = [
         ("mailto:bob@cyrus.test", "2.0"),
@@ -432,20 +388,7 @@ fn fallback_modes_decide_what_happens_when_the_receiver_is_down() {
         "mailto:b@strict.test",
         "mailto:c@mailonly.test",
     ];
-    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
-    let r = schedule_post(
-        w.bridge.port,
-        ORGANIZER,
-        &to,
-        &itip(
-            "REQUEST",
-            "VEVENT",
-            ORGANIZER,
-            &attendees,
-            "fallback@example.com",
-        ),
-        Some("fb-2"),
-    );
+    let r = invite(w.bridge.port, &to, "fallback@example.com", Some("fb-2"));
     let s = statuses(&r);
     assert_eq!(
         s[0].1,
@@ -552,20 +495,7 @@ fn the_queue_command_lists_retries_and_drops_while_the_bridge_runs_and_after() {
     let mut w = World::start("");
     w.sink.stop();
     let to = ["mailto:carol@mail.test", "mailto:dave@mail.test"];
-    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
-    schedule_post(
-        w.bridge.port,
-        ORGANIZER,
-        &to,
-        &itip(
-            "REQUEST",
-            "VEVENT",
-            ORGANIZER,
-            &attendees,
-            "queue@example.com",
-        ),
-        Some("q-1"),
-    );
+    invite(w.bridge.port, &to, "queue@example.com", Some("q-1"));
     let config = w.bridge.dir().join("bridge.toml");
     let config = config.to_str().unwrap();
     let cli = |args: &[&str]| {
