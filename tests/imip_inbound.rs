@@ -550,3 +550,65 @@ fn ingest_delivers_through_the_store_or_the_running_bridge_and_exits_like_sysexi
     assert_eq!(out.status.code(), Some(75), "{err}");
     assert!(err.contains("451 4.4.1"), "{err}");
 }
+
+#[test]
+fn a_mixed_smtp_outcome_is_accepted_and_the_failure_reported_by_dsn() {
+    let cyrus = Cyrus::start("cyrus.test", &["bob", "dave"], None);
+    let sink = SmtpSink::start();
+    let dns = Dns::start(&Zone::new().authoritative("cyrus.test"));
+    let (port, smtp) = (free_port(), free_port());
+    let _bridge = Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
+             [domains]\nlocal = [\"cyrus.test\"]\n\
+             [smtp]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"calendar-bridge@bridge.test\"\n\
+             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\nlocal_clients = [\"127.0.0.1/32\"]\n\
+             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
+            dns.port, sink.port, cyrus.http_port
+        ),
+    );
+    // A local calendar server invites a known and an unknown Cyrus user.
+    let to = ["mailto:dave@cyrus.test", "mailto:nobody@cyrus.test"];
+    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
+    let calendar = itip("REQUEST", "VEVENT", BOB, &attendees, "mixed");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("invite.eml");
+    std::fs::write(
+        &path,
+        format!(
+            "From: bob@cyrus.test\r\nTo: dave@cyrus.test, nobody@cyrus.test\r\nSubject: Invitation\r\n\
+             Message-ID: <mixed-1@cyrus.test>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n{calendar}"
+        ),
+    )
+    .unwrap();
+    let (ok, transcript) = swaks(
+        smtp,
+        "owner@sink.test",
+        &["dave@cyrus.test", "nobody@cyrus.test"],
+        &path,
+        &[],
+    );
+    assert!(ok, "{transcript}");
+    assert!(
+        transcript.contains("<-  250 2.0.0 message accepted for some recipients"),
+        "{transcript}"
+    );
+    // The report for nobody reaches the envelope sender through the relay.
+    assert!(
+        eventually(10, || sink.messages().len() == 1),
+        "no DSN arrived"
+    );
+    let dsn = std::fs::read_to_string(&sink.messages()[0]).unwrap();
+    assert!(dsn.contains("report-type=delivery-status"), "{dsn}");
+    assert!(
+        dsn.contains("Final-Recipient: rfc822; nobody@cyrus.test")
+            && dsn.contains("Action: failed"),
+        "{dsn}"
+    );
+    assert!(
+        !dsn.contains("Final-Recipient: rfc822; dave@cyrus.test"),
+        "only the failure is reported"
+    );
+}

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use ischedule_bridge::imip::builder::{build, message_id_for, Outgoing};
+use ischedule_bridge::imip::summary::Summary;
 use ischedule_bridge::itip::{ComponentKind, Method};
 use support::{ical_day, shared_dir};
 
@@ -116,7 +117,8 @@ fn write_message(dir: &Path, method: Method, kind: ComponentKind) -> Written {
         component: kind,
         calendar: &calendar,
     };
-    let mail = build(&out).unwrap_or_else(|e| panic!("{method} {kind}: {e}"));
+    let summary = Summary::read(out.calendar, out.method, out.component);
+    let mail = build(&out, &summary).unwrap_or_else(|e| panic!("{method} {kind}: {e}"));
     let file = dir.join(format!("{method}-{kind}.eml"));
     fs::write(&file, mail).expect("write the message");
     Written {

@@ -91,10 +91,10 @@ pub enum BuildError {
 /// stay quiet).
 ///
 /// The calendar part and the attachment carry the object byte for byte,
-/// base64-encoded. Returns the message as it goes on the wire (CRLF).
-pub fn build(out: &Outgoing) -> Result<Vec<u8>, BuildError> {
-    let summary = Summary::read(out.calendar, out.method, out.component);
-    let message = headers(out, summary.subject())?.multipart(body(out, &summary))?;
+/// base64-encoded. `summary` is read once per request by the caller, not
+/// once per recipient. Returns the message as it goes on the wire (CRLF).
+pub fn build(out: &Outgoing, summary: &Summary) -> Result<Vec<u8>, BuildError> {
+    let message = headers(out, summary.subject())?.multipart(body(out, summary))?;
     Ok(message.formatted())
 }
 
@@ -244,6 +244,10 @@ fn comparable(address: &str) -> String {
 mod tests {
     use super::*;
 
+    fn built(out: &Outgoing) -> Result<Vec<u8>, BuildError> {
+        build(out, &Summary::read(out.calendar, out.method, out.component))
+    }
+
     const BRIDGE: &str = "calendar-bridge@bridge.example";
     const ID: &str = "0123456789abcdef0123456789abcdef@bridge.example";
 
@@ -271,7 +275,7 @@ mod tests {
     }
 
     fn mail(out: &Outgoing) -> String {
-        String::from_utf8(build(out).unwrap()).unwrap()
+        String::from_utf8(built(out).unwrap()).unwrap()
     }
 
     /// The header block, unfolded.
@@ -484,7 +488,7 @@ mod tests {
             ),
         ];
         for (out, which) in cases {
-            match build(&out) {
+            match built(&out) {
                 Err(BuildError::Address { field, .. }) => assert_eq!(field, which),
                 other => panic!("{which}: {other:?}"),
             }
@@ -505,11 +509,11 @@ mod tests {
                 ..base.clone()
             };
             assert!(
-                matches!(build(&out), Err(BuildError::MessageId(_))),
+                matches!(built(&out), Err(BuildError::MessageId(_))),
                 "{id:?}"
             );
         }
-        let err = build(&Outgoing { to: "bob@", ..base }).unwrap_err();
+        let err = built(&Outgoing { to: "bob@", ..base }).unwrap_err();
         assert_eq!(
             err.to_string(),
             "To address \"bob@\" is not a valid e-mail address: Invalid email domain"

@@ -29,10 +29,13 @@ pub enum ComposeError {
     Build(#[from] BuildError),
 }
 
+/// One recipient's mail; `summary` is the request's, read once for all its
+/// recipients (the human parts show the real organizer, not a token).
 pub fn compose(
     config: &Config,
     store: &dyn Store,
     request: &SchedulingRequest,
+    summary: &Summary,
     recipient: &CalAddress,
     reply_routing: ReplyRouting,
 ) -> Result<Composed, ComposeError> {
@@ -42,7 +45,6 @@ pub fn compose(
     let itip = &request.itip;
     let original = String::from_utf8_lossy(&request.body);
     let from_organizer = itip.method.originator_role() == Role::Organizer;
-    let summary = Summary::read(&original, itip.method, itip.component);
 
     // Token routing only makes sense for what the organizer sends: it is
     // the organizer's address that replies must come back to.
@@ -91,16 +93,19 @@ pub fn compose(
         recipient.normalized(),
         &config.imip.token_domain,
     );
-    let message = builder::build(&Outgoing {
-        from_address: &config.smtp.from,
-        from_name: sender_name.as_deref(),
-        to,
-        reply_to: token_address.as_deref(),
-        message_id: &message_id,
-        method: itip.method,
-        component: itip.component,
-        calendar: &calendar,
-    })?;
+    let message = builder::build(
+        &Outgoing {
+            from_address: &config.smtp.from,
+            from_name: sender_name.as_deref(),
+            to,
+            reply_to: token_address.as_deref(),
+            message_id: &message_id,
+            method: itip.method,
+            component: itip.component,
+            calendar: &calendar,
+        },
+        summary,
+    )?;
     let notice = itip
         .organizer
         .as_ref()

@@ -14,10 +14,11 @@ use super::listener::{Delivery, Envelope, Reply};
 use super::transport::{Outcome, Transport};
 use crate::imip::authenticate::{AuthError, Authenticator};
 use crate::imip::inbound::{self, Bounce, InboundError, Itip, Parsed};
+use crate::imip::outbound::Composed;
 use crate::imip::to_ischedule::{self, Refusal, Sender};
 use crate::ischedule::{CalAddress, RequestStatus, StatusCode};
 use crate::itip::{ItipMessage, Role};
-use crate::proxy::schedule::{MailPolicy, Scheduler};
+use crate::proxy::schedule::{unix_now, MailPolicy, Scheduler};
 use crate::store::FailureNotice;
 
 pub struct Intake {
@@ -104,14 +105,17 @@ impl Delivery for Intake {
     ) {
         let config = &self.scheduler.config;
         let report = dsn::build(&config.mail.hostname, &envelope.mail_from, message, failed);
-        // A DSN has the null sender, so it can never bounce back here.
-        let outcome = self
-            .scheduler
-            .mailer
-            .transport
-            .send("", &envelope.mail_from, &report)
-            .await;
-        tracing::info!(target: "ischedule::mail", to = %envelope.mail_from, failed = failed.len(), outcome = ?outcome, "delivery status notification");
+        // The mailer queues the report when the first attempt fails for now,
+        // as for any mail: the 250 already sent promised it. A DSN has the
+        // null sender, so it can never bounce back here.
+        let report = Composed {
+            envelope_from: String::new(),
+            recipient: envelope.mail_from.clone(),
+            message: report,
+            notice: None,
+        };
+        let (status, why) = self.scheduler.mailer.deliver(report, unix_now()).await;
+        tracing::info!(target: "ischedule::mail", to = %envelope.mail_from, failed = failed.len(), status = %status, why = %why, "delivery status notification");
     }
 
     fn check_credentials(&self, user: &str, password: &str) -> bool {

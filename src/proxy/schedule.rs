@@ -16,6 +16,7 @@ use crate::config::{Config, Mode, ReplyRouting};
 use crate::digest;
 use crate::discovery::DnsResolver;
 use crate::imip::outbound;
+use crate::imip::summary::Summary;
 use crate::ischedule::request::SchedulingRequest;
 use crate::ischedule::xml::{RecipientResponse, ScheduleResponse};
 use crate::ischedule::{CalAddress, RequestStatus, StatusCode};
@@ -199,7 +200,18 @@ impl Scheduler {
             }
         }
 
-        let mailed = join_all(by_mail.iter().map(|m| self.mail(request, m))).await;
+        // Read once for all recipients: the human parts are the same for each.
+        let summary = (!by_mail.is_empty()).then(|| {
+            Summary::read(
+                &String::from_utf8_lossy(&request.body),
+                request.itip.method,
+                request.itip.component,
+            )
+        });
+        let mailed = match &summary {
+            Some(summary) => join_all(by_mail.iter().map(|m| self.mail(request, summary, m))).await,
+            None => Vec::new(),
+        };
         let mut routes: HashMap<&CalAddress, &'static str> = HashMap::new();
         for (m, response) in by_mail.iter().zip(mailed) {
             routes.insert(&m.address, "imip");
@@ -271,7 +283,12 @@ impl Scheduler {
     }
 
     /// One recipient by iMIP; the description says why mail was used.
-    async fn mail(&self, request: &SchedulingRequest, m: &ByMail) -> RecipientResponse {
+    async fn mail(
+        &self,
+        request: &SchedulingRequest,
+        summary: &Summary,
+        m: &ByMail,
+    ) -> RecipientResponse {
         if request.itip.component == ComponentKind::VFreeBusy {
             let why = format!(
                 "free-busy needs a native iSchedule receiver, none usable: {}",
@@ -283,6 +300,7 @@ impl Scheduler {
             &self.config,
             self.store.as_ref(),
             request,
+            summary,
             &m.address,
             m.reply_routing,
         ) {
@@ -320,11 +338,7 @@ impl Scheduler {
     /// logs the outcome; `reference` makes its iSchedule-Message-ID unique.
     pub async fn report_failure(&self, notice: &FailureNotice, why: &str, reference: &str) {
         let dtstamp = crate::itip::Stamp::from_unix(unix_now()).to_string();
-        let status = format!(
-            "{};{}",
-            StatusCode::SERVICE_UNAVAILABLE,
-            RequestStatus::service_unavailable().description
-        );
+        let status = RequestStatus::service_unavailable().to_string();
         let body = FailureReply {
             organizer: &notice.organizer,
             attendee: &notice.attendee,
