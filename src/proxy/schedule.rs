@@ -49,6 +49,8 @@ pub struct Scheduled {
     pub log: Vec<RecipientLog>,
     /// Answered from the idempotency record: nothing was sent again.
     pub repeated: bool,
+    /// Some recipient went by mail.
+    pub mailed: bool,
 }
 
 /// Whether recipients without a usable receiver may be sent mail.
@@ -96,7 +98,13 @@ impl Scheduler {
             .responses
             .iter()
             .any(|r| r.status.code == StatusCode::SERVICE_UNAVAILABLE);
-        if let Some(key) = key.filter(|_| !temporary) {
+        // Recorded where a retry must not repeat the work: mail sent (a
+        // second mail would reach the attendee), and requests that came by
+        // mail (the MTA's retry after a deferral). A native-only POST retried
+        // simply reaches its receiver again, as it would without the bridge,
+        // and recording every such answer would grow the store with traffic.
+        let worth_recording = scheduled.mailed || policy == MailPolicy::Never;
+        if let Some(key) = key.filter(|_| !temporary && worth_recording) {
             let expires = unix_now() + self.config.idempotency_window.as_secs();
             if let Err(e) =
                 self.store
@@ -125,6 +133,7 @@ impl Scheduler {
             response,
             log,
             repeated: true,
+            mailed: false,
         })
     }
 
@@ -249,6 +258,7 @@ impl Scheduler {
             response: ScheduleResponse { responses },
             log,
             repeated: false,
+            mailed: !by_mail.is_empty(),
         }
     }
 

@@ -61,6 +61,9 @@ impl fmt::Debug for RedbStore {
     }
 }
 
+/// redb's page cache: enough for the queue and the hot records.
+const CACHE_BYTES: usize = 16 << 20;
+
 impl RedbStore {
     /// Opens (creating if needed) `dir` and `<dir>/bridge.redb` with all
     /// tables. Fails with [`StoreError::AlreadyOpen`] while another process,
@@ -73,15 +76,20 @@ impl RedbStore {
             source,
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|source| match source {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                StoreError::AlreadyOpen { path: path.clone() }
-            }
-            source => StoreError::Open {
-                path: path.clone(),
-                source: Box::new(source),
-            },
-        })?;
+        // redb caches up to 1 GiB by default; the records are small and
+        // mostly written once, so a bounded cache keeps memory bounded.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| match source {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    StoreError::AlreadyOpen { path: path.clone() }
+                }
+                source => StoreError::Open {
+                    path: path.clone(),
+                    source: Box::new(source),
+                },
+            })?;
         let store = RedbStore { db, path };
         store.create_tables()?;
         Ok(store)
