@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::discovery::capability_cache::CapabilityCache;
 use crate::discovery::DnsResolver;
 use crate::imip::authenticate::Authenticator;
+use crate::mail::imip_delivery::ImipDelivery;
 use crate::mail::intake::Intake;
 use crate::mail::listener::Protocol;
 use crate::mail::queue::Mailer;
@@ -14,10 +15,10 @@ use crate::proxy::forward::Forwarder;
 use crate::proxy::mail_listeners::MailListenerService;
 use crate::proxy::own_capabilities::OwnCapabilities;
 use crate::proxy::queue_worker::QueueWorker;
-use crate::proxy::schedule::Scheduler;
 use crate::proxy::service::BridgeService;
 use crate::proxy::upstream::Upstream;
 use crate::routing::Router;
+use crate::scheduling::Scheduler;
 use crate::store::{RedbStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,18 +38,18 @@ pub enum StartError {
 pub struct Core {
     pub config: Arc<Config>,
     pub resolver: Arc<DnsResolver>,
-    pub forwarder: Forwarder,
+    pub forwarder: Arc<Forwarder>,
 }
 
 impl Core {
     pub fn new(config: Config) -> Result<Core, StartError> {
         let config = Arc::new(config);
         let resolver = Arc::new(DnsResolver::new(&config.dns, config.timeouts.dns)?);
-        let forwarder = Forwarder {
+        let forwarder = Arc::new(Forwarder {
             upstream: Upstream::new(&config, resolver.clone())?,
             capabilities: CapabilityCache::default(),
             config: config.clone(),
-        };
+        });
         Ok(Core {
             config,
             resolver,
@@ -69,7 +70,14 @@ pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(RedbStore::open(&config.store_path)?))
 }
 
-pub fn scheduler(config: Config) -> Result<Scheduler, StartError> {
+/// The scheduling core with its two deliveries, and the mailer behind the
+/// mail delivery (the queue worker and the intake's DSNs use it directly).
+pub struct Scheduling {
+    pub scheduler: Arc<Scheduler>,
+    pub mailer: Arc<Mailer>,
+}
+
+pub fn scheduling(config: Config) -> Result<Scheduling, StartError> {
     let core = Core::new(config)?;
     let store = open_store(&core.config)?;
     let smtp = &core.config.smtp;
@@ -81,23 +89,30 @@ pub fn scheduler(config: Config) -> Result<Scheduler, StartError> {
     )
     .map_err(StartError::Mail)?
     .with_direct_port(smtp.direct_port);
-    let mailer = Mailer {
+    let mailer = Arc::new(Mailer {
         transport,
         store: store.clone(),
         status_map: smtp.status_map.clone(),
         queue: core.config.queue.clone(),
-    };
-    Ok(Scheduler {
+    });
+    let mail = Arc::new(ImipDelivery {
+        config: core.config.clone(),
+        store: store.clone(),
+        mailer: mailer.clone(),
+    });
+    let scheduler = Arc::new(Scheduler {
         config: core.config,
         resolver: core.resolver,
-        forwarder: core.forwarder,
-        mailer,
+        native: core.forwarder,
+        mail,
         store,
-    })
+    });
+    Ok(Scheduling { scheduler, mailer })
 }
 
 /// The inbound mail delivery: authentication, translation, next hop.
-pub fn intake(scheduler: Arc<Scheduler>) -> Result<Intake, StartError> {
+pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
+    let scheduler = scheduling.scheduler.clone();
     let config = scheduler.config.clone();
     let authenticator = Authenticator::new(&config.dns.nameservers, config.timeouts.dns)
         .map_err(|e| StartError::Mail(format!("sender authentication: {e}")))?;
@@ -117,6 +132,7 @@ pub fn intake(scheduler: Arc<Scheduler>) -> Result<Intake, StartError> {
         .map_err(|e| StartError::Mail(format!("mail.next_hop: {e}")))?;
     Ok(Intake {
         scheduler,
+        mailer: scheduling.mailer.clone(),
         authenticator,
         next_hop,
     })
@@ -132,9 +148,11 @@ pub struct Services {
 
 pub fn services(config: Config) -> Result<Services, StartError> {
     let own = OwnCapabilities::from_config(&config);
-    let scheduler = Arc::new(scheduler(config)?);
+    let scheduling = scheduling(config)?;
+    let scheduler = scheduling.scheduler.clone();
     let worker = QueueWorker {
         scheduler: scheduler.clone(),
+        mailer: scheduling.mailer.clone(),
         purged_at: Default::default(),
     };
     let mail_config = scheduler.config.clone();
@@ -144,7 +162,7 @@ pub fn services(config: Config) -> Result<Services, StartError> {
     ];
     let mut mail = Vec::new();
     if listeners.iter().any(|(_, addr)| addr.is_some()) {
-        let intake = Arc::new(intake(scheduler.clone())?);
+        let intake = Arc::new(intake(&scheduling)?);
         for (protocol, addr) in listeners {
             if let Some(addr) = addr {
                 mail.push(MailListenerService::bind(

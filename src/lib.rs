@@ -1,9 +1,12 @@
 //! ischedule-bridge: a Pingora-based gateway between iSchedule (iTIP over
-//! HTTP, CalConnect CC/WD 51010:2017) and the rest of the calendar world.
+//! HTTP, CalConnect CC/WD 51010:2017) and iMIP (iTIP over e-mail).
 //!
-//! Layout follows the flow of a request: `proxy` accepts it, `ischedule`
-//! and `itip` read and check it, `routing` and `discovery` find where each
-//! recipient's receiver is, and `proxy::forward` delivers to it.
+//! Modules are listed from the ground up; each may use only those above it
+//! in this list (README "Layering", checked by `tests/layering.rs`):
+//! `digest`, `itip` (iCalendar and iTIP), `ischedule` (the HTTP protocol),
+//! `config`, `store`, `discovery`, `routing`, `scheduling` (the
+//! transport-neutral core), `imip` (iTIP as mail), `mail` (SMTP in and out),
+//! `proxy` (the Pingora adapters) and `app` (the wiring).
 
 pub mod app;
 pub mod config;
@@ -15,4 +18,5 @@ pub mod itip;
 pub mod mail;
 pub mod proxy;
 pub mod routing;
+pub mod scheduling;
 pub mod store;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ischedule_bridge::config::Config;
-use ischedule_bridge::ischedule::CalAddress;
+use ischedule_bridge::itip::CalAddress;
 use ischedule_bridge::mail::listener::{Delivery, Envelope, Reply};
 use ischedule_bridge::mail::{lmtp_client, queue_admin};
 use ischedule_bridge::proxy::forward::Forwarder;
@@ -320,7 +320,7 @@ fn queue(config: Config, json: bool, action: QueueAction) -> anyhow::Result<Exit
         QueueAction::Retry { id } => queue_admin::Action::Retry(id),
         QueueAction::Drop { id } => queue_admin::Action::Drop(id),
     };
-    let now = ischedule_bridge::proxy::schedule::unix_now();
+    let now = ischedule_bridge::scheduling::unix_now();
     let answer = match app::open_store(&config) {
         Ok(store) => queue_admin::run(store.as_ref(), action, now)?,
         // A running bridge holds the store: ask it instead.
@@ -430,9 +430,9 @@ fn ingest(
         tls: false,
         authenticated_as: None,
     };
-    let replies = match app::scheduler(config) {
-        Ok(scheduler) => {
-            let intake = app::intake(std::sync::Arc::new(scheduler))?;
+    let replies = match app::scheduling(config) {
+        Ok(scheduling) => {
+            let intake = app::intake(&scheduling)?;
             runtime.block_on(async {
                 let mut refused = Vec::new();
                 for rcpt in &rcpts {

@@ -18,8 +18,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use ischedule_bridge::imip::inbound::{parse, Bounce, Itip, Parsed};
-use ischedule_bridge::ischedule::IsError;
 use ischedule_bridge::itip::edit::insert_organizer;
+use ischedule_bridge::itip::Fault;
 use ischedule_bridge::itip::{ItipMessage, Method, Role};
 
 /// What a REPLY without ORGANIZER is completed with before it is checked
@@ -166,7 +166,7 @@ fn row(entry: &Entry, raw: &[u8]) -> Row {
         Ok(message) => Ok((message, "ok")),
         Err(e)
             if itip.method == Some(Method::Reply)
-                && e.error == IsError::InvalidSchedulingMessage
+                && e.kind == Fault::InvalidSchedulingMessage
                 && e.description.contains("has no ORGANIZER") =>
         {
             let completed = insert_organizer(&itip.calendar, PLACEHOLDER_ORGANIZER);

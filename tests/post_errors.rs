@@ -557,8 +557,8 @@ fn invalid_calendar_data() {
 /// hours 00-23, minutes 00-59, seconds 00-60. A value that merely has the
 /// right number of digits is not a DATE or DATE-TIME.
 ///
-/// Fails until `Stamp::parse` (src/itip/datetime.rs) checks the ranges: the
-/// bridge currently schedules all of these (200, 5.3).
+/// `Stamp::parse` (src/itip/datetime.rs) checks the ranges; before it did,
+/// the bridge scheduled all of these (200, 5.3).
 #[test]
 fn invalid_calendar_data_for_impossible_date_values() {
     let w = World::start();
@@ -1098,9 +1098,9 @@ fn parse(raw: &[u8]) -> HttpResponse {
 /// answer about its own recipients (clause 8.2: one response per recipient),
 /// or be refused, never the earlier message's answer.
 ///
-/// Fails until the idempotency record (src/proxy/schedule.rs,
-/// `idempotency_key` / `Scheduler::schedule`) tells the two apart: today the
-/// second message is dropped and answered with the first one's responses.
+/// The idempotency key (src/scheduling/idempotency.rs) includes a digest of
+/// the body, so the two are told apart; before it did, the second message
+/// was dropped and answered with the first one's responses.
 #[test]
 fn a_reused_message_id_is_never_answered_with_another_messages_responses() {
     let w = World::start();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use url::Url;
 
-use crate::ischedule::CalAddress;
+use crate::itip::CalAddress;
 use crate::itip::Stamp;
 
 pub use validate::ConfigError;

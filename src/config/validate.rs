@@ -15,7 +15,7 @@ use super::{
     Accept, Config, Dns, Imip, Limits, Mail, Mode, Queue, ReplyRouting, Route, RouteMatch, Senders,
     Server, Smtp, Timeouts, Tls, TlsListener,
 };
-use crate::ischedule::CalAddress;
+use crate::itip::CalAddress;
 use crate::itip::Stamp;
 use crate::mail::status_map::StatusMap;
 use crate::mail::transport;

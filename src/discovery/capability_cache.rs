@@ -14,6 +14,19 @@ pub const DEFAULT_FRESHNESS: Duration = Duration::from_secs(300);
 /// distinct domains from growing memory without end.
 const MAX_ENTRIES: usize = 10_000;
 
+/// What asking a receiver for its capabilities found out, for delivery and
+/// for `route`.
+#[derive(Debug, Clone)]
+pub enum CapabilityOutcome {
+    Known {
+        capabilities: Box<Capabilities>,
+        from: String,
+    },
+    /// The receiver answered but without a usable document; the message is
+    /// sent anyway and the receiver judges it (lenient to old receivers).
+    Unknown { why: String },
+}
+
 #[derive(Debug, Clone)]
 pub struct CachedCapabilities {
     pub capabilities: Capabilities,

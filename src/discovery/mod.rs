@@ -1,6 +1,7 @@
 //! Finding a recipient domain's iSchedule receiver (spec clause 6):
 //! SRV `_ischedules._tcp.<domain>`, the TXT `path=` beside it or the
-//! well-known URI, optionally stripping sub-domains one level at a time.
+//! well-known URI, optionally stripping sub-domains one level at a time;
+//! and the receivers' capabilities as learnt and cached.
 
 pub mod capability_cache;
 pub mod resolver;
@@ -8,6 +9,7 @@ pub mod srv;
 
 use serde::Serialize;
 
+pub use capability_cache::CapabilityOutcome;
 pub use resolver::{DnsFailure, DnsResolver};
 pub use srv::SrvRecord;
 

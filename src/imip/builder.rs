@@ -19,8 +19,7 @@ use lettre::{Address, Message};
 
 use super::summary::{one_line, Summary};
 use crate::digest;
-use crate::ischedule::CalAddress;
-use crate::itip::{ComponentKind, Method};
+use crate::itip::{CalAddress, ComponentKind, Method};
 
 /// File name of the attached copy of the iTIP object.
 const ATTACHMENT_NAME: &str = "invite.ics";

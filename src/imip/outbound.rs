@@ -5,8 +5,7 @@ use super::builder::{self, BuildError, Outgoing};
 use super::summary::Summary;
 use crate::config::{Config, ReplyRouting};
 use crate::ischedule::request::SchedulingRequest;
-use crate::ischedule::CalAddress;
-use crate::itip::{edit, Role};
+use crate::itip::{edit, CalAddress, Role};
 use crate::store::{FailureNotice, Store, StoreError, TokenKey};
 
 /// A mail ready for the transport, with what the queue needs to report a

@@ -7,8 +7,8 @@
 
 use icalendar::parser::{read_calendar, unfold, Component, Property};
 
-use crate::ischedule::CalAddress;
 use crate::itip::edit::property_name;
+use crate::itip::CalAddress;
 use crate::itip::{ComponentKind, ItipMessage, Method};
 
 /// An ORGANIZER or ATTENDEE as a reader knows them.

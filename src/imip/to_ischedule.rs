@@ -8,24 +8,12 @@ use bytes::Bytes;
 
 use super::inbound::Itip;
 use crate::config::{Accept, Config};
+use crate::digest;
 use crate::ischedule::request::SchedulingRequest;
-use crate::ischedule::{CalAddress, Rejection};
-use crate::itip::{edit, rules, ItipMessage, Role};
+use crate::ischedule::Rejection;
+use crate::itip::{edit, rules, CalAddress, ItipMessage, Role};
+use crate::scheduling::Sender;
 use crate::store::{Store, StoreError, TokenKey};
-
-/// How the mail's sender was authenticated before translation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Sender {
-    /// A configured local client (address allow-list or SMTP AUTH): it may
-    /// speak for users of the local domains.
-    LocalClient { by: String },
-    /// DMARC pass for the RFC 5322 From address.
-    Dmarc { from: String, reason: String },
-    /// Nothing vouches for the sender; only a reply token can.
-    Unauthenticated { reason: String },
-    /// The checks could not finish (DNS trouble): try again later.
-    Undecided { reason: String },
-}
 
 /// Why a mail is not turned into iSchedule; each maps to one SMTP reply.
 #[derive(Debug, thiserror::Error)]
@@ -93,7 +81,7 @@ pub fn translate(
     } else {
         mail.calendar.clone()
     };
-    let itip = ItipMessage::parse(&calendar)?;
+    let itip = ItipMessage::parse(&calendar).map_err(Rejection::from)?;
     if itip.method != method {
         return Err(Refusal::Mismatch(format!(
             "the message says method={method} but the object holds METHOD:{}",
@@ -118,17 +106,22 @@ pub fn translate(
             .organizer
             .clone()
             .ok_or_else(|| Refusal::Mismatch("no ORGANIZER".into()))?;
-        let recipients = envelope_recipients
-            .iter()
-            .map(|r| CalAddress::parse(&format!("mailto:{r}")))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Refusal::Mismatch(format!("envelope recipient: {e}")))?;
+        // Each recipient once, as the HTTP path's Recipient header parsing
+        // does: an envelope may name one twice, the receiver needs it once.
+        let mut recipients: Vec<CalAddress> = Vec::with_capacity(envelope_recipients.len());
+        for r in envelope_recipients {
+            let address = CalAddress::parse(&format!("mailto:{r}"))
+                .map_err(|e| Refusal::Mismatch(format!("envelope recipient: {e}")))?;
+            if !recipients.contains(&address) {
+                recipients.push(address);
+            }
+        }
         (organizer, recipients)
     };
 
     let vouched_by = vouch(config, token.as_ref(), &itip, &originator, sender)?;
-    rules::check_originator(&itip, &originator)?;
-    rules::check_recipients(&itip, &recipients)?;
+    rules::check_originator(&itip, &originator).map_err(Rejection::from)?;
+    rules::check_recipients(&itip, &recipients).map_err(Rejection::from)?;
     let content_type = format!(
         "text/calendar; component={}; method={}",
         itip.component, itip.method
@@ -137,12 +130,23 @@ pub fn translate(
         request: SchedulingRequest {
             originator,
             recipients,
-            message_id: mail.message_id.clone(),
+            message_id: Some(message_id(mail, &calendar)),
             content_type,
             body: Bytes::from(calendar),
             itip,
         },
         vouched_by,
+    })
+}
+
+/// The mail's Message-ID, or one derived from what it says when it has
+/// none: the receivers need an iSchedule-Message-ID, and the sending MTA's
+/// retry of the same mail must be recognised as a retry (idempotency).
+fn message_id(mail: &Itip, calendar: &str) -> String {
+    mail.message_id.clone().unwrap_or_else(|| {
+        let from = mail.from.as_deref().unwrap_or_default();
+        let digest = digest::fnv1a(digest::FNV_OFFSET, &[from.as_bytes(), calendar.as_bytes()]);
+        format!("{digest:016x}@content.ischedule-bridge")
     })
 }
 
@@ -193,20 +197,20 @@ fn vouch(
         return Ok((Accept::Token, format!("reply token of {}", key.attendee)));
     }
     match sender {
-        Sender::LocalClient { by } if config.is_local(originator) => {
+        Sender::Local { by } if config.is_local(originator) => {
             Ok((Accept::Local, format!("local client ({by})")))
         }
-        Sender::LocalClient { by } => Err(Refusal::Mismatch(format!(
+        Sender::Local { by } => Err(Refusal::Mismatch(format!(
             "a local client ({by}) may only send for the local domains; {originator} is not in one"
         ))),
-        Sender::Dmarc { from, reason } if originator.email() == Some(from.as_str()) => {
-            Ok((Accept::Dmarc, reason.clone()))
+        Sender::Verified { address, by } if originator.email() == Some(address.as_str()) => {
+            Ok((Accept::Dmarc, by.clone()))
         }
-        Sender::Dmarc { from, .. } => Err(Refusal::Mismatch(format!(
-            "the iTIP originator {originator} is not the authenticated sender {from}"
+        Sender::Verified { address, .. } => Err(Refusal::Mismatch(format!(
+            "the iTIP originator {originator} is not the authenticated sender {address}"
         ))),
-        Sender::Unauthenticated { reason } => Err(Refusal::NotAuthenticated(reason.clone())),
-        Sender::Undecided { reason } => Err(Refusal::Undecided(reason.clone())),
+        Sender::Unverified { why } => Err(Refusal::NotAuthenticated(why.clone())),
+        Sender::Undecided { why } => Err(Refusal::Undecided(why.clone())),
     }
 }
 
@@ -244,8 +248,8 @@ mod tests {
     }
 
     fn unauthenticated() -> Sender {
-        Sender::Unauthenticated {
-            reason: "no DMARC".into(),
+        Sender::Unverified {
+            why: "no DMARC".into(),
         }
     }
 
@@ -310,9 +314,9 @@ mod tests {
         let store = RedbStore::open(dir.path()).unwrap();
         let c = config();
         let to = ["bob@example.com".to_string()];
-        let dmarc = |from: &str| Sender::Dmarc {
-            from: from.into(),
-            reason: "DMARC pass".into(),
+        let dmarc = |from: &str| Sender::Verified {
+            address: from.into(),
+            by: "DMARC pass".into(),
         };
         let ok = translate(&c, &store, &reply(None), &to, &dmarc("carol@mail.test")).unwrap();
         assert_eq!(
@@ -329,12 +333,63 @@ mod tests {
             Err(Refusal::NotAuthenticated(_))
         ));
         // A local client speaks for the local domains only.
-        let local = Sender::LocalClient {
+        let local = Sender::Local {
             by: "SMTP AUTH".into(),
         };
         assert!(matches!(
             translate(&c, &store, &reply(None), &to, &local),
             Err(Refusal::Mismatch(_))
         ));
+    }
+
+    /// An invitation from a local organizer, sent by a local client.
+    fn invitation(message_id: Option<&str>) -> Itip {
+        Itip {
+            calendar: "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:u2\r\n\
+                       DTSTAMP:20301101T000000Z\r\nDTSTART:20301102T100000Z\r\nORGANIZER:mailto:bob@example.com\r\n\
+                       ATTENDEE:mailto:carol@mail.test\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+                .into(),
+            method: Some(crate::itip::Method::Request),
+            from: Some("bob@example.com".into()),
+            message_id: message_id.map(str::to_string),
+            ..reply(None)
+        }
+    }
+
+    #[test]
+    fn an_envelope_recipient_named_twice_is_one_recipient() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let local = Sender::Local { by: "test".into() };
+        let to = ["carol@mail.test".to_string(), "carol@mail.test".to_string()];
+        let ok = translate(&config(), &store, &invitation(None), &to, &local).unwrap();
+        let recipients: Vec<&str> = ok.request.recipients.iter().map(|r| r.as_str()).collect();
+        assert_eq!(recipients, ["mailto:carol@mail.test"]);
+    }
+
+    #[test]
+    fn a_mail_without_message_id_gets_a_stable_one_from_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let local = Sender::Local { by: "test".into() };
+        let to = ["carol@mail.test".to_string()];
+        let id = |itip: &Itip| {
+            translate(&config(), &store, itip, &to, &local)
+                .unwrap()
+                .request
+                .message_id
+                .unwrap()
+        };
+        let derived = id(&invitation(None));
+        assert_eq!(
+            derived,
+            id(&invitation(None)),
+            "the MTA's retry has the same id"
+        );
+        assert!(derived.ends_with("@content.ischedule-bridge"), "{derived}");
+        let mut other = invitation(None);
+        other.calendar = other.calendar.replace("u2", "u3");
+        assert_ne!(id(&other), derived);
+        assert_eq!(id(&invitation(Some("m9@mail.test"))), "m9@mail.test");
     }
 }

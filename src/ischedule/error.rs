@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::itip::{Fault, ItipError};
+
 /// Every error code of clause 8.3 plus `verification-failed` (appendix A.3),
 /// which the DKIM layer answers. Exhaustive so each rejection in the code
 /// names the element a sender's software can act on.
@@ -106,6 +108,19 @@ impl Rejection {
             error,
             description: description.into(),
         }
+    }
+}
+
+/// The one place iTIP's own faults become `IS:error` elements.
+impl From<ItipError> for Rejection {
+    fn from(e: ItipError) -> Rejection {
+        let error = match e.kind {
+            Fault::InvalidCalendarData => IsError::InvalidCalendarData,
+            Fault::InvalidSchedulingMessage => IsError::InvalidSchedulingMessage,
+            Fault::RecipientMissing => IsError::RecipientMissing,
+            Fault::RecipientMismatch => IsError::RecipientMismatch,
+        };
+        Rejection::new(error, e.description)
     }
 }
 

@@ -9,8 +9,8 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use crate::ischedule::{CalAddress, IsError, Rejection, VERSION};
-use crate::itip::{ComponentKind, Method};
+use crate::ischedule::{IsError, Rejection, VERSION};
+use crate::itip::{CalAddress, ComponentKind, Method};
 
 pub const ISCHEDULE_VERSION: &str = "iSchedule-Version";
 pub const ISCHEDULE_CAPABILITIES: &str = "iSchedule-Capabilities";

@@ -1,12 +1,15 @@
-//! The iSchedule protocol (CalConnect CC/WD 51010:2017): addresses, headers,
-//! XML bodies, capabilities, error elements and request validation.
+//! The iSchedule protocol (CalConnect CC/WD 51010:2017): headers, XML
+//! bodies, capabilities, request-status codes, `IS:error` elements (and the
+//! mapping of iTIP's faults onto them) and request validation. Calendar
+//! user addresses and the iCalendar rules come from `itip`.
 
-pub mod address;
+pub mod capabilities;
 pub mod error;
+pub mod headers;
 pub mod request;
 pub mod status;
+pub mod xml;
 
-pub use address::CalAddress;
 pub use error::{IsError, Rejection};
 pub use status::{RequestStatus, StatusCode};
 
@@ -14,7 +17,3 @@ pub use status::{RequestStatus, StatusCode};
 pub const NAMESPACE: &str = "urn:ietf:params:xml:ns:ischedule";
 /// The one protocol version this bridge speaks, sends and advertises.
 pub const VERSION: &str = "1.0";
-
-pub mod capabilities;
-pub mod headers;
-pub mod xml;

@@ -8,8 +8,7 @@ use http::HeaderMap;
 use super::capabilities::{Capabilities, MessageFacts};
 use super::headers::{self, ContentType};
 use super::{IsError, Rejection};
-use crate::ischedule::CalAddress;
-use crate::itip::{rules, Instances, ItipMessage};
+use crate::itip::{rules, CalAddress, Instances, ItipMessage};
 
 /// A POST that passed every check; what the rest of the bridge works on.
 #[derive(Debug, Clone)]

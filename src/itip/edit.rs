@@ -9,7 +9,7 @@
 
 use std::borrow::Cow;
 
-use crate::ischedule::CalAddress;
+use super::CalAddress;
 use crate::itip::ComponentKind;
 
 /// For VFREEBUSY fan-out: remove every ATTENDEE content line (including its

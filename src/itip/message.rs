@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use icalendar::parser::{read_calendar, unfold, Component, Property};
 
 use super::edit::property_name;
-use crate::ischedule::{CalAddress, IsError, Rejection};
-use crate::itip::{ComponentKind, Method, Stamp};
+use super::error::{Fault, ItipError};
+use crate::itip::{CalAddress, ComponentKind, Method, Stamp};
 
 /// Deepest BEGIN nesting accepted. Real iTIP needs three (VCALENDAR, VEVENT,
 /// VALARM); the limit bounds the parser's recursion.
@@ -85,7 +85,7 @@ impl ItipMessage {
     ///   scheduling component, mixed component types, missing or differing
     ///   UIDs, missing or differing ORGANIZERs, or an ORGANIZER / ATTENDEE
     ///   that is not a calendar user address.
-    pub fn parse(body: &str) -> Result<ItipMessage, Rejection> {
+    pub fn parse(body: &str) -> Result<ItipMessage, ItipError> {
         let text = screen(body)?;
         let calendar = read_calendar(&text)
             .map_err(|e| invalid_data(format!("not parseable as iCalendar: {}", summarize(&e))))?;
@@ -109,12 +109,12 @@ impl ItipMessage {
     }
 }
 
-fn invalid_data(description: impl Into<String>) -> Rejection {
-    Rejection::new(IsError::InvalidCalendarData, description)
+fn invalid_data(description: impl Into<String>) -> ItipError {
+    ItipError::new(Fault::InvalidCalendarData, description)
 }
 
-fn invalid_message(description: impl Into<String>) -> Rejection {
-    Rejection::new(IsError::InvalidSchedulingMessage, description)
+fn invalid_message(description: impl Into<String>) -> ItipError {
+    ItipError::new(Fault::InvalidSchedulingMessage, description)
 }
 
 /// A line for an error description: debug-quoted (so control characters
@@ -151,7 +151,7 @@ fn summarize(error: &str) -> String {
 /// `\n`, which on LF input would scan to the end for every line), and
 /// upper-case names let it match `END:` to `BEGIN:` regardless of case, as
 /// RFC 5545 requires.
-fn screen(body: &str) -> Result<String, Rejection> {
+fn screen(body: &str) -> Result<String, ItipError> {
     // Some producers start UTF-8 text with a byte-order mark; it is not
     // part of the iCalendar stream.
     let unfolded = unfold(body.strip_prefix('\u{feff}').unwrap_or(body));
@@ -186,7 +186,7 @@ impl LineScan {
         }
     }
 
-    fn feed(&mut self, number: usize, line: &str) -> Result<(), Rejection> {
+    fn feed(&mut self, number: usize, line: &str) -> Result<(), ItipError> {
         self.lines += 1;
         if self.lines > MAX_CONTENT_LINES {
             return Err(invalid_data(format!(
@@ -208,7 +208,7 @@ impl LineScan {
         }
     }
 
-    fn begin(&mut self, number: usize, line: &str, name: &str) -> Result<(), Rejection> {
+    fn begin(&mut self, number: usize, line: &str, name: &str) -> Result<(), ItipError> {
         let name = component_name(number, line, name)?;
         if self.open.is_empty() {
             if self.root_closed {
@@ -229,7 +229,7 @@ impl LineScan {
         Ok(())
     }
 
-    fn end(&mut self, number: usize, line: &str, name: &str) -> Result<(), Rejection> {
+    fn end(&mut self, number: usize, line: &str, name: &str) -> Result<(), ItipError> {
         let name = component_name(number, line, name)?;
         match self.open.pop() {
             None if self.root_closed => Err(after_root(number, line)),
@@ -246,7 +246,7 @@ impl LineScan {
         }
     }
 
-    fn property(&mut self, number: usize, line: &str) -> Result<(), Rejection> {
+    fn property(&mut self, number: usize, line: &str) -> Result<(), ItipError> {
         if self.open.is_empty() {
             return Err(if self.root_closed {
                 after_root(number, line)
@@ -266,7 +266,7 @@ impl LineScan {
         self.out.push_str("\r\n");
     }
 
-    fn finish(self) -> Result<String, Rejection> {
+    fn finish(self) -> Result<String, ItipError> {
         if let Some((name, at)) = self.open.last() {
             return Err(invalid_data(format!(
                 "BEGIN:{name} of content line {at} has no END:{name}"
@@ -358,7 +358,7 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '-'
 }
 
-fn component_name(number: usize, line: &str, name: &str) -> Result<String, Rejection> {
+fn component_name(number: usize, line: &str, name: &str) -> Result<String, ItipError> {
     let name = name.trim();
     if name.is_empty() || !name.chars().all(is_name_char) {
         return Err(invalid_data(format!(
@@ -369,14 +369,14 @@ fn component_name(number: usize, line: &str, name: &str) -> Result<String, Rejec
     Ok(name.to_ascii_uppercase())
 }
 
-fn not_vcalendar(number: usize, line: &str) -> Rejection {
+fn not_vcalendar(number: usize, line: &str) -> ItipError {
     invalid_data(format!(
         "the body must start with BEGIN:VCALENDAR, but content line {number} is {}",
         quote(line)
     ))
 }
 
-fn after_root(number: usize, line: &str) -> Rejection {
+fn after_root(number: usize, line: &str) -> ItipError {
     invalid_data(format!(
         "content line {number} {} follows END:VCALENDAR; only one iCalendar object is allowed",
         quote(line)
@@ -401,7 +401,7 @@ fn param<'c>(prop: &'c Property<'_>, key: &str) -> Option<&'c str> {
         .map(|v| v.as_str())
 }
 
-fn method(props: &[Property<'_>]) -> Result<Method, Rejection> {
+fn method(props: &[Property<'_>]) -> Result<Method, ItipError> {
     let mut methods = named(props, "METHOD");
     let first = methods.next().ok_or_else(|| {
         invalid_message("the VCALENDAR has no METHOD property, so it is not an iTIP message")
@@ -423,7 +423,7 @@ fn method(props: &[Property<'_>]) -> Result<Method, Rejection> {
 /// Others (VTIMEZONE, X- components) carry no scheduling facts.
 fn scheduling_components<'c, 'a>(
     components: &'c [Component<'a>],
-) -> Result<(ComponentKind, Vec<&'c Component<'a>>), Rejection> {
+) -> Result<(ComponentKind, Vec<&'c Component<'a>>), ItipError> {
     let mut kind = None;
     let mut parts = Vec::new();
     for component in components {
@@ -449,7 +449,7 @@ fn scheduling_components<'c, 'a>(
 
 /// iTIP describes one calendar object per message: every component (master
 /// and overrides) must carry the same UID.
-fn common_uid(kind: ComponentKind, parts: &[&Component<'_>]) -> Result<String, Rejection> {
+fn common_uid(kind: ComponentKind, parts: &[&Component<'_>]) -> Result<String, ItipError> {
     let mut uid: Option<&str> = None;
     for (index, part) in parts.iter().enumerate() {
         let this = named(&part.properties, "UID")
@@ -477,7 +477,7 @@ fn common_uid(kind: ComponentKind, parts: &[&Component<'_>]) -> Result<String, R
         .ok_or_else(|| invalid_message(format!("the {kind} has no UID")))
 }
 
-fn address(prop: &Property<'_>) -> Result<CalAddress, Rejection> {
+fn address(prop: &Property<'_>) -> Result<CalAddress, ItipError> {
     CalAddress::parse(prop.val.as_str()).map_err(|e| {
         invalid_message(format!(
             "{} value {} is not a calendar user address: {e}",
@@ -490,7 +490,7 @@ fn address(prop: &Property<'_>) -> Result<CalAddress, Rejection> {
 /// The ORGANIZER every table-1 and table-2 check needs. All components must
 /// agree: an override naming someone else would slip past the Originator
 /// check made against the first one.
-fn organizer(kind: ComponentKind, parts: &[&Component<'_>]) -> Result<CalAddress, Rejection> {
+fn organizer(kind: ComponentKind, parts: &[&Component<'_>]) -> Result<CalAddress, ItipError> {
     let mut organizer: Option<CalAddress> = None;
     for prop in parts.iter().flat_map(|p| named(&p.properties, "ORGANIZER")) {
         let this = address(prop)?;
@@ -513,7 +513,7 @@ fn organizer(kind: ComponentKind, parts: &[&Component<'_>]) -> Result<CalAddress
 
 /// ATTENDEEs of the scheduling components themselves; a VALARM's ATTENDEE
 /// is an e-mail alarm target, not a participant.
-fn attendees(parts: &[&Component<'_>]) -> Result<Vec<CalAddress>, Rejection> {
+fn attendees(parts: &[&Component<'_>]) -> Result<Vec<CalAddress>, ItipError> {
     let mut seen = HashSet::new();
     let mut list = Vec::new();
     for prop in parts.iter().flat_map(|p| named(&p.properties, "ATTENDEE")) {
@@ -561,7 +561,7 @@ impl DateRange {
         &mut self,
         kind: ComponentKind,
         part: &Component<'_>,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), ItipError> {
         for prop in &part.properties {
             let name = prop.name.as_str();
             if name.eq_ignore_ascii_case("RRULE") {
@@ -578,7 +578,7 @@ impl DateRange {
     }
 }
 
-fn bad_value(kind: ComponentKind, prop: &Property<'_>, what: &str) -> Rejection {
+fn bad_value(kind: ComponentKind, prop: &Property<'_>, what: &str) -> ItipError {
     invalid_data(format!(
         "{} value {} in the {kind} is not {what}",
         prop.name.as_str().to_ascii_uppercase(),
@@ -589,7 +589,7 @@ fn bad_value(kind: ComponentKind, prop: &Property<'_>, what: &str) -> Rejection 
 /// Every DATE / DATE-TIME in a comma-separated list of dates or periods.
 /// A period ends in a DATE-TIME or a duration (RFC 5545 3.3.9); durations
 /// add no date of their own.
-fn period_list(kind: ComponentKind, prop: &Property<'_>) -> Result<Vec<Stamp>, Rejection> {
+fn period_list(kind: ComponentKind, prop: &Property<'_>) -> Result<Vec<Stamp>, ItipError> {
     let mut stamps = Vec::new();
     for item in prop.val.as_str().split(',') {
         let (start, end) = match item.split_once('/') {
@@ -615,7 +615,7 @@ struct Rule {
     until: Option<Stamp>,
 }
 
-fn rrule(kind: ComponentKind, prop: &Property<'_>) -> Result<Rule, Rejection> {
+fn rrule(kind: ComponentKind, prop: &Property<'_>) -> Result<Rule, ItipError> {
     let mut rule = Rule {
         count: None,
         until: None,
@@ -639,7 +639,7 @@ fn rrule(kind: ComponentKind, prop: &Property<'_>) -> Result<Rule, Rejection> {
 
 /// One per component, except that an RRULE with COUNT=n stands for n and
 /// one without COUNT cannot be counted; each RDATE value adds one.
-fn instances(kind: ComponentKind, parts: &[&Component<'_>]) -> Result<Instances, Rejection> {
+fn instances(kind: ComponentKind, parts: &[&Component<'_>]) -> Result<Instances, ItipError> {
     let mut total = Instances::Counted(0);
     for part in parts {
         let mut own = Instances::Counted(1);
@@ -697,13 +697,13 @@ mod tests {
         text.replace('\n', "\r\n")
     }
 
-    fn rejected(body: &str) -> Rejection {
+    fn rejected(body: &str) -> ItipError {
         ItipMessage::parse(body).expect_err("must be rejected")
     }
 
-    fn assert_rejected(body: &str, error: IsError, needle: &str) {
+    fn assert_rejected(body: &str, error: Fault, needle: &str) {
         let r = rejected(body);
-        assert_eq!(r.error, error, "{r}");
+        assert_eq!(r.kind, error, "{r}");
         assert!(
             r.description.contains(needle),
             "{:?} lacks {needle:?}",
@@ -818,14 +818,14 @@ END:VCALENDAR
     fn rejects_spec_a3_as_invalid_calendar_data() {
         for body in [A3.to_string(), crlf(A3)] {
             let r = rejected(&body);
-            assert_eq!(r.error, IsError::InvalidCalendarData);
+            assert_eq!(r.kind, Fault::InvalidCalendarData);
             assert!(r.description.contains("ROLE=REQ-"), "{}", r.description);
         }
         // Even with the ATTENDEE repaired, END:VEVENT does not close VTODO.
         let repaired = A3.replace("ROLE=REQ-\nPARTICIPANT", "ROLE=REQ-\n PARTICIPANT");
         assert_rejected(
             &repaired,
-            IsError::InvalidCalendarData,
+            Fault::InvalidCalendarData,
             "does not close BEGIN:VTODO",
         );
     }
@@ -1003,7 +1003,7 @@ END:VCALENDAR
 
     #[test]
     fn scheduling_message_errors() {
-        use IsError::InvalidSchedulingMessage as Ism;
+        use Fault::InvalidSchedulingMessage as Ism;
         let no_method = calendar("REQUEST", &event("")).replace("METHOD:REQUEST\n", "");
         assert_rejected(&no_method, Ism, "no METHOD");
         assert_rejected(&calendar("FORWARD", &event("")), Ism, "METHOD:\"FORWARD\"");
@@ -1055,7 +1055,7 @@ END:VCALENDAR
 
     #[test]
     fn calendar_data_errors() {
-        use IsError::InvalidCalendarData as Icd;
+        use Fault::InvalidCalendarData as Icd;
         let good = calendar("REQUEST", &event(""));
         assert_rejected("", Icd, "no iCalendar object");
         assert_rejected(
@@ -1171,15 +1171,11 @@ END:VCALENDAR
             body + "END:VCALENDAR\n"
         };
         assert!(ItipMessage::parse(&nest(8)).is_ok());
-        assert_rejected(
-            &nest(9),
-            IsError::InvalidCalendarData,
-            "deeper than 8 levels",
-        );
+        assert_rejected(&nest(9), Fault::InvalidCalendarData, "deeper than 8 levels");
         // Deep enough to overflow the parser's stack, were it reached.
         assert_rejected(
             &nest(200_000),
-            IsError::InvalidCalendarData,
+            Fault::InvalidCalendarData,
             "content line 10 ",
         );
     }
@@ -1193,7 +1189,7 @@ END:VCALENDAR
         let over = calendar("REQUEST", &event(&padding(10_000 - 11)));
         assert_rejected(
             &over,
-            IsError::InvalidCalendarData,
+            Fault::InvalidCalendarData,
             "more than 10000 content lines",
         );
     }

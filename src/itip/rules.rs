@@ -4,8 +4,8 @@
 
 use std::collections::HashSet;
 
-use crate::ischedule::{CalAddress, IsError, Rejection};
-use crate::itip::{ComponentKind, ItipMessage, Role};
+use super::error::{Fault, ItipError};
+use crate::itip::{CalAddress, ComponentKind, ItipMessage, Role};
 
 /// How many addresses an error description lists before summarising; a
 /// message may carry thousands of ATTENDEEs.
@@ -14,7 +14,7 @@ const LISTED: usize = 5;
 /// Table 1: the Originator must match the ORGANIZER (PUBLISH, REQUEST, ADD,
 /// CANCEL, DECLINECOUNTER) or one of the ATTENDEEs (REPLY, REFRESH,
 /// COUNTER). iSchedule forbids forwarding, so there is no other case.
-pub fn check_originator(msg: &ItipMessage, originator: &CalAddress) -> Result<(), Rejection> {
+pub fn check_originator(msg: &ItipMessage, originator: &CalAddress) -> Result<(), ItipError> {
     let matches = match msg.method.originator_role() {
         Role::Organizer => msg.organizer.as_ref() == Some(originator),
         Role::Attendee => msg.attendees.contains(originator),
@@ -22,8 +22,8 @@ pub fn check_originator(msg: &ItipMessage, originator: &CalAddress) -> Result<()
     if matches {
         return Ok(());
     }
-    Err(Rejection::new(
-        IsError::InvalidSchedulingMessage,
+    Err(ItipError::new(
+        Fault::InvalidSchedulingMessage,
         format!(
             "Originator {originator} must match {} of a {} (iSchedule table 1)",
             required(msg, msg.method.originator_role()),
@@ -43,10 +43,10 @@ pub fn check_originator(msg: &ItipMessage, originator: &CalAddress) -> Result<()
 ///
 /// An empty Recipient list is `recipient-missing`: every rule would hold
 /// vacuously for it, yet there is no one to deliver to.
-pub fn check_recipients(msg: &ItipMessage, recipients: &[CalAddress]) -> Result<(), Rejection> {
+pub fn check_recipients(msg: &ItipMessage, recipients: &[CalAddress]) -> Result<(), ItipError> {
     if recipients.is_empty() {
-        return Err(Rejection::new(
-            IsError::RecipientMissing,
+        return Err(ItipError::new(
+            Fault::RecipientMissing,
             format!("a {} needs at least one Recipient", msg.method),
         ));
     }
@@ -59,8 +59,8 @@ pub fn check_recipients(msg: &ItipMessage, recipients: &[CalAddress]) -> Result<
     let Some(stray) = recipients.iter().find(|r| !has_role(msg, role, r)) else {
         return Ok(());
     };
-    Err(Rejection::new(
-        IsError::InvalidSchedulingMessage,
+    Err(ItipError::new(
+        Fault::InvalidSchedulingMessage,
         format!(
             "Recipient {stray} must match {} of a {} (iSchedule table 2)",
             required(msg, role),
@@ -90,7 +90,7 @@ fn required(msg: &ItipMessage, role: Role) -> String {
 
 /// Same set, same size: every Recipient an ATTENDEE, every ATTENDEE a
 /// Recipient, none twice.
-fn check_one_for_one(msg: &ItipMessage, recipients: &[CalAddress]) -> Result<(), Rejection> {
+fn check_one_for_one(msg: &ItipMessage, recipients: &[CalAddress]) -> Result<(), ItipError> {
     let mut seen = HashSet::new();
     let repeated: Vec<&CalAddress> = recipients.iter().filter(|r| !seen.insert(*r)).collect();
     let extra: Vec<&CalAddress> = recipients
@@ -110,8 +110,8 @@ fn check_one_for_one(msg: &ItipMessage, recipients: &[CalAddress]) -> Result<(),
     if problems.is_empty() {
         return Ok(());
     }
-    Err(Rejection::new(
-        IsError::RecipientMismatch,
+    Err(ItipError::new(
+        Fault::RecipientMismatch,
         format!(
             "the Recipients of a VFREEBUSY {} must match its ATTENDEEs one-for-one (iSchedule 5.1); {}",
             msg.method,
@@ -184,7 +184,7 @@ mod tests {
                 "{method}"
             );
             let r = check_originator(&msg, &addr(A)).unwrap_err();
-            assert_eq!(r.error, IsError::InvalidSchedulingMessage);
+            assert_eq!(r.kind, Fault::InvalidSchedulingMessage);
             assert_eq!(
                 r.description,
                 format!("Originator {A} must match the ORGANIZER {ORG} of a {method} (iSchedule table 1)")
@@ -198,7 +198,7 @@ mod tests {
             let msg = event(method);
             assert_eq!(check_originator(&msg, &addr(B)), Ok(()), "{method}");
             let r = check_originator(&msg, &addr(ORG)).unwrap_err();
-            assert_eq!(r.error, IsError::InvalidSchedulingMessage);
+            assert_eq!(r.kind, Fault::InvalidSchedulingMessage);
             assert_eq!(
                 r.description,
                 format!("Originator {ORG} must match one of the ATTENDEEs {A}, {B} of a {method} (iSchedule table 1)")
@@ -233,7 +233,7 @@ mod tests {
             );
             assert_eq!(check_recipients(&msg, &[addr(B)]), Ok(()), "{method}");
             let r = check_recipients(&msg, &[addr(A), addr(STRANGER), addr(ORG)]).unwrap_err();
-            assert_eq!(r.error, IsError::InvalidSchedulingMessage);
+            assert_eq!(r.kind, Fault::InvalidSchedulingMessage);
             assert_eq!(
                 r.description,
                 format!("Recipient {STRANGER} must match one of the ATTENDEEs {A}, {B} of a {method} (iSchedule table 2)")
@@ -247,7 +247,7 @@ mod tests {
             let msg = event(method);
             assert_eq!(check_recipients(&msg, &[addr(ORG)]), Ok(()), "{method}");
             let r = check_recipients(&msg, &[addr(ORG), addr(A)]).unwrap_err();
-            assert_eq!(r.error, IsError::InvalidSchedulingMessage);
+            assert_eq!(r.kind, Fault::InvalidSchedulingMessage);
             assert_eq!(
                 r.description,
                 format!("Recipient {A} must match the ORGANIZER {ORG} of a {method} (iSchedule table 2)")
@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn no_recipients_is_recipient_missing() {
         let r = check_recipients(&event(Method::Publish), &[]).unwrap_err();
-        assert_eq!(r.error, IsError::RecipientMissing);
+        assert_eq!(r.kind, Fault::RecipientMissing);
     }
 
     #[test]
@@ -291,7 +291,7 @@ mod tests {
     fn freebusy_missing_recipient_is_a_mismatch() {
         let msg = message(Method::Request, ComponentKind::VFreeBusy);
         let r = check_recipients(&msg, &[addr(A)]).unwrap_err();
-        assert_eq!(r.error, IsError::RecipientMismatch);
+        assert_eq!(r.kind, Fault::RecipientMismatch);
         assert_eq!(
             r.description,
             format!(
@@ -305,7 +305,7 @@ mod tests {
     fn freebusy_extra_recipient_is_a_mismatch() {
         let msg = message(Method::Request, ComponentKind::VFreeBusy);
         let r = check_recipients(&msg, &[addr(A), addr(B), addr(STRANGER)]).unwrap_err();
-        assert_eq!(r.error, IsError::RecipientMismatch);
+        assert_eq!(r.kind, Fault::RecipientMismatch);
         assert!(
             r.description
                 .ends_with(&format!("Recipients that are not ATTENDEEs: {STRANGER}")),
@@ -318,7 +318,7 @@ mod tests {
         let msg = message(Method::Request, ComponentKind::VFreeBusy);
         let r =
             check_recipients(&msg, &[addr(A), addr(B), addr("mailto:A@EXAMPLE.ORG")]).unwrap_err();
-        assert_eq!(r.error, IsError::RecipientMismatch);
+        assert_eq!(r.kind, Fault::RecipientMismatch);
         assert!(
             r.description
                 .ends_with("Recipients listed more than once: mailto:A@EXAMPLE.ORG"),
@@ -331,7 +331,7 @@ mod tests {
         let msg = message(Method::Reply, ComponentKind::VFreeBusy);
         assert_eq!(check_recipients(&msg, &[addr(ORG)]), Ok(()));
         let r = check_recipients(&msg, &[addr(A)]).unwrap_err();
-        assert_eq!(r.error, IsError::InvalidSchedulingMessage);
+        assert_eq!(r.kind, Fault::InvalidSchedulingMessage);
     }
 
     #[test]
@@ -363,6 +363,6 @@ mod tests {
         let msg = ItipMessage::parse(&a2).unwrap();
         assert_eq!(check_recipients(&msg, &[bernard, cyrus.clone()]), Ok(()));
         let r = check_recipients(&msg, &[cyrus]).unwrap_err();
-        assert_eq!(r.error, IsError::RecipientMismatch);
+        assert_eq!(r.kind, Fault::RecipientMismatch);
     }
 }

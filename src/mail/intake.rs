@@ -11,18 +11,21 @@ use async_trait::async_trait;
 
 use super::dsn;
 use super::listener::{Delivery, Envelope, Reply};
+use super::queue::Mailer;
 use super::transport::{Outcome, Transport};
 use crate::imip::authenticate::{AuthError, Authenticator};
 use crate::imip::inbound::{self, Bounce, InboundError, Itip, Parsed};
 use crate::imip::outbound::Composed;
-use crate::imip::to_ischedule::{self, Refusal, Sender};
-use crate::ischedule::{CalAddress, RequestStatus, StatusCode};
-use crate::itip::{ItipMessage, Role};
-use crate::proxy::schedule::{unix_now, MailPolicy, Scheduler};
+use crate::imip::to_ischedule::{self, Refusal};
+use crate::ischedule::{RequestStatus, StatusCode};
+use crate::itip::{CalAddress, ItipMessage, Role};
+use crate::scheduling::{unix_now, MailPolicy, Scheduler, Sender};
 use crate::store::FailureNotice;
 
 pub struct Intake {
     pub scheduler: Arc<Scheduler>,
+    /// Sends the delivery status notifications of mixed outcomes.
+    pub mailer: Arc<Mailer>,
     pub authenticator: Authenticator,
     /// Where mail that is not turned into iSchedule goes unchanged.
     pub next_hop: Option<Transport>,
@@ -114,13 +117,14 @@ impl Delivery for Intake {
             message: report,
             notice: None,
         };
-        let (status, why) = self.scheduler.mailer.deliver(report, unix_now()).await;
+        let (status, why) = self.mailer.deliver(report, unix_now()).await;
         tracing::info!(target: "ischedule::mail", to = %envelope.mail_from, failed = failed.len(), status = %status, why = %why, "delivery status notification");
     }
 
     fn check_credentials(&self, user: &str, password: &str) -> bool {
         self.scheduler.config.mail.users.iter().any(|(u, p)| {
-            u == user && crate::proxy::senders::constant_time_eq(p.as_bytes(), password.as_bytes())
+            u == user
+                && crate::scheduling::sender::constant_time_eq(p.as_bytes(), password.as_bytes())
         })
     }
 }
@@ -220,7 +224,7 @@ impl Intake {
     /// it; a reply token needs neither (translation checks it).
     async fn authenticate(&self, envelope: &Envelope, message: &[u8], itip: &Itip) -> Sender {
         if let Some(by) = self.local_client(envelope) {
-            return Sender::LocalClient { by };
+            return Sender::Local { by };
         }
         let config = &self.scheduler.config;
         if envelope
@@ -228,13 +232,13 @@ impl Intake {
             .iter()
             .any(|r| to_ischedule::token_of(config, r).is_some())
         {
-            return Sender::Unauthenticated {
-                reason: "not a local client; the reply token must vouch".into(),
+            return Sender::Unverified {
+                why: "not a local client; the reply token must vouch".into(),
             };
         }
         let Some(from) = itip.from.clone() else {
-            return Sender::Unauthenticated {
-                reason: "the mail has no From address".into(),
+            return Sender::Unverified {
+                why: "the mail has no From address".into(),
             };
         };
         let verdict = self
@@ -248,17 +252,15 @@ impl Intake {
             )
             .await;
         match verdict {
-            Ok(v) if v.authenticated() => Sender::Dmarc {
-                from,
-                reason: v.reason,
+            Ok(v) if v.authenticated() => Sender::Verified {
+                address: from,
+                by: v.reason,
             },
-            Ok(v) => Sender::Unauthenticated { reason: v.reason },
+            Ok(v) => Sender::Unverified { why: v.reason },
             // DNS trouble decided nothing: the sending MTA must retry.
-            Err(e @ AuthError::Temporary(_)) => Sender::Undecided {
-                reason: e.to_string(),
-            },
-            Err(e) => Sender::Unauthenticated {
-                reason: format!("could not check DMARC/DKIM/SPF: {e}"),
+            Err(e @ AuthError::Temporary(_)) => Sender::Undecided { why: e.to_string() },
+            Err(e) => Sender::Unverified {
+                why: format!("could not check DMARC/DKIM/SPF: {e}"),
             },
         }
     }

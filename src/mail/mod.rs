@@ -4,6 +4,7 @@
 //! sender ([`status_map`], DESIGN.md "Status mapping").
 
 pub mod dsn;
+pub mod imip_delivery;
 pub mod intake;
 pub mod listener;
 pub mod lmtp_client;

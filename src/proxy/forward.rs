@@ -1,11 +1,12 @@
-//! Native forwarding to one receiver (spec 5.1): check its capabilities,
-//! split at its `max-recipients`, POST each part, follow redirects without
-//! turning POST into GET, fail over across SRV targets, and turn whatever
-//! happens into one status per recipient.
+//! The receivers' client: the scheduling core's native delivery over HTTP
+//! (spec 5.1). Fetches and caches capabilities, POSTs each part, follows
+//! redirects without turning POST into GET, fails over across SRV targets,
+//! and turns whatever a receiver answers into one status per recipient.
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use rand::rng;
 use url::Url;
@@ -14,13 +15,15 @@ use super::upstream::{Endpoint, Request, Response, Upstream, UpstreamError};
 use crate::config::Config;
 use crate::discovery::capability_cache::{freshness, CachedCapabilities, CapabilityCache};
 use crate::discovery::srv;
-use crate::ischedule::capabilities::{Capabilities, CapabilityMismatch};
+use crate::discovery::CapabilityOutcome;
+use crate::ischedule::capabilities::Capabilities;
 use crate::ischedule::headers;
 use crate::ischedule::request::SchedulingRequest;
 use crate::ischedule::xml::{parse_error_document, RecipientResponse, ScheduleResponse};
-use crate::ischedule::{CalAddress, IsError, RequestStatus, StatusCode};
-use crate::itip::{edit, ComponentKind};
+use crate::ischedule::{IsError, RequestStatus, StatusCode};
+use crate::itip::CalAddress;
 use crate::routing::{Receiver, Target};
+use crate::scheduling::{Contact, Delivered, Failure, NativeDelivery};
 
 /// One place a receiver can be reached: endpoint plus request path.
 #[derive(Debug, Clone)]
@@ -41,18 +44,6 @@ pub struct Forwarder {
     pub config: Arc<Config>,
 }
 
-/// What the capabilities step found out, for delivery and for `route`.
-#[derive(Debug, Clone)]
-pub enum CapabilityOutcome {
-    Known {
-        capabilities: Box<Capabilities>,
-        from: String,
-    },
-    /// The receiver answered but without a usable document; the message is
-    /// sent anyway and the receiver judges it (lenient to old receivers).
-    Unknown { why: String },
-}
-
 impl Forwarder {
     /// The order in which to try a receiver's locations for one attempt.
     pub fn locations(receiver: &Receiver) -> Vec<Location> {
@@ -70,47 +61,6 @@ impl Forwarder {
                 })
                 .collect(),
         }
-    }
-
-    /// Delivers to every recipient of one receiver; always one response
-    /// per recipient, in the order given.
-    pub async fn deliver(
-        &self,
-        request: &SchedulingRequest,
-        receiver: &Receiver,
-        recipients: &[CalAddress],
-    ) -> Vec<Delivered> {
-        let locations = Forwarder::locations(receiver);
-        // `location` is where the capabilities finally came from: the
-        // well-known URI commonly redirects, and POSTs go there directly.
-        let (capabilities, location) = match self.capabilities_any(&receiver.id, &locations).await {
-            Ok(found) => found,
-            Err(e) => return all(recipients, unreachable(&e)),
-        };
-        if let CapabilityOutcome::Known { capabilities, .. } = &capabilities {
-            if let Err(m) = capabilities.check(&request.facts()) {
-                return all(recipients, mismatch(&m, &location.url()));
-            }
-        }
-        let chunk = match &capabilities {
-            CapabilityOutcome::Known { capabilities, .. } => {
-                capabilities.max_recipients.unwrap_or(usize::MAX).max(1)
-            }
-            CapabilityOutcome::Unknown { .. } => usize::MAX,
-        };
-        let mut responses = Vec::with_capacity(recipients.len());
-        // Try the location whose capabilities answered first, then the other targets.
-        let ordered: Vec<Location> = std::iter::once(location.clone())
-            .chain(
-                locations
-                    .into_iter()
-                    .filter(|l| l.endpoint != location.endpoint),
-            )
-            .collect();
-        for part in recipients.chunks(chunk) {
-            responses.extend(self.post_part(request, &receiver.id, &ordered, part).await);
-        }
-        responses
     }
 
     /// Capabilities from the first location that answers, and the location
@@ -209,17 +159,8 @@ impl Forwarder {
         id: &str,
         locations: &[Location],
         part: &[CalAddress],
+        body: Bytes,
     ) -> Vec<Delivered> {
-        let body = if request.itip.component == ComponentKind::VFreeBusy {
-            // Spec 5.1: a VFREEBUSY's ATTENDEEs must match this POST's
-            // Recipients one-for-one.
-            Bytes::from(edit::retain_attendees(
-                &String::from_utf8_lossy(&request.body),
-                part,
-            ))
-        } else {
-            request.body.clone()
-        };
         let recipient_list = part
             .iter()
             .map(CalAddress::as_str)
@@ -260,14 +201,14 @@ impl Forwarder {
                     return map_answer(part, &response, &at.url());
                 }
                 Err(e) if e.is_unreachable() => last = Some(e),
-                Err(e) => return all(part, unreachable(&e)),
+                Err(e) => return unreachable(&e).for_all(part),
             }
         }
         let e = last.unwrap_or_else(|| UpstreamError::Unreachable {
             endpoint: id.to_string(),
             reason: "no usable SRV target".into(),
         });
-        all(part, unreachable(&e))
+        unreachable(&e).for_all(part)
     }
 
     /// Sends and follows 301/302/307/308 with the same method and body
@@ -327,6 +268,40 @@ impl Forwarder {
     }
 }
 
+/// The receivers' client as the scheduling core's native delivery.
+#[async_trait]
+impl NativeDelivery for Forwarder {
+    async fn contact(&self, receiver: &Receiver) -> Result<Contact, Failure> {
+        let locations = Forwarder::locations(receiver);
+        let (capabilities, location) = self
+            .capabilities_any(&receiver.id, &locations)
+            .await
+            .map_err(|e| unreachable(&e))?;
+        Ok(Contact {
+            capabilities,
+            at: location.url(),
+        })
+    }
+
+    async fn post(
+        &self,
+        request: &SchedulingRequest,
+        receiver: &Receiver,
+        contact: &Contact,
+        recipients: &[CalAddress],
+        body: Bytes,
+    ) -> Vec<Delivered> {
+        // Where the capabilities answered first, then the other targets.
+        let answered = Url::parse(&contact.at).ok().and_then(|u| location_of(&u));
+        let others = Forwarder::locations(receiver)
+            .into_iter()
+            .filter(|l| answered.as_ref().is_none_or(|a| a.endpoint != l.endpoint));
+        let ordered: Vec<Location> = answered.clone().into_iter().chain(others).collect();
+        self.post_part(request, &receiver.id, &ordered, recipients, body)
+            .await
+    }
+}
+
 fn location_of(url: &Url) -> Option<Location> {
     let tls = match url.scheme() {
         "https" => true,
@@ -347,59 +322,9 @@ fn location_of(url: &Url) -> Option<Location> {
     })
 }
 
-/// One recipient's native result. `fallback` marks the failures after which
-/// a `native-then-imip` route sends mail instead: the receiver could not be
-/// reached, answered 5xx, or lacks a capability the message needs.
-#[derive(Debug, Clone)]
-pub struct Delivered {
-    pub response: RecipientResponse,
-    pub fallback: bool,
-}
-
-/// The same failure for every recipient of a part.
-struct Failure {
-    status: RequestStatus,
-    description: String,
-    fallback: bool,
-}
-
-fn all(recipients: &[CalAddress], failure: Failure) -> Vec<Delivered> {
-    recipients
-        .iter()
-        .map(|r| Delivered {
-            response: RecipientResponse {
-                recipient: r.as_str().to_string(),
-                status: failure.status.clone(),
-                calendar_data: None,
-                error: None,
-                description: Some(failure.description.clone()),
-            },
-            fallback: failure.fallback,
-        })
-        .collect()
-}
-
-/// DESIGN.md: an unreachable receiver is `5.1`, with what was tried.
+/// What the receivers' client could not do, as the recipients' status.
 fn unreachable(e: &UpstreamError) -> Failure {
-    Failure {
-        status: RequestStatus::service_unavailable(),
-        description: format!("receiver not reached: {e}"),
-        fallback: true,
-    }
-}
-
-fn mismatch(m: &CapabilityMismatch, at: &str) -> Failure {
-    let status = match m {
-        CapabilityMismatch::ContentLength { .. } => {
-            RequestStatus::new(StatusCode::TOO_LARGE, "Request entity too large")
-        }
-        _ => RequestStatus::new(StatusCode::UNSUPPORTED_CAPABILITY, "Unsupported capability"),
-    };
-    Failure {
-        status,
-        description: format!("not sent: the receiver at {at} does not accept it: {m}"),
-        fallback: true,
-    }
+    Failure::unreachable(format!("receiver not reached: {e}"))
 }
 
 /// A receiver's answer, one response per recipient of the part.
@@ -428,18 +353,16 @@ fn map_answer(part: &[CalAddress], response: &Response, at: &str) -> Vec<Deliver
                                 ),
                                 fallback: false,
                             };
-                            all(std::slice::from_ref(r), failure).remove(0)
+                            failure.for_all(std::slice::from_ref(r)).remove(0)
                         })
                 })
                 .collect(),
-            Err(e) => all(
-                part,
-                Failure {
-                    status: RequestStatus::service_unavailable(),
-                    description: format!("unreadable schedule-response from {at}: {e}"),
-                    fallback: false,
-                },
-            ),
+            Err(e) => Failure {
+                status: RequestStatus::service_unavailable(),
+                description: format!("unreadable schedule-response from {at}: {e}"),
+                fallback: false,
+            }
+            .for_all(part),
         };
     }
     let document = parse_error_document(&response.body).ok();
@@ -464,15 +387,13 @@ fn map_answer(part: &[CalAddress], response: &Response, at: &str) -> Vec<Deliver
         }
         _ => RequestStatus::service_unavailable(),
     };
-    all(
-        part,
-        Failure {
-            status,
-            description: format!(
-                "the receiver at {at} answered HTTP {}: {detail}",
-                response.status
-            ),
-            fallback: response.status >= 500,
-        },
-    )
+    Failure {
+        status,
+        description: format!(
+            "the receiver at {at} answered HTTP {}: {detail}",
+            response.status
+        ),
+        fallback: response.status >= 500,
+    }
+    .for_all(part)
 }

@@ -1,11 +1,12 @@
-//! The Pingora side: the HTTP service, the scheduling fan-out, the
-//! receivers' client and the no-open-relay rule.
+//! The Pingora adapters, and nothing else knows Pingora: the HTTP service
+//! (receiver, pass-through, queue admin), the receivers' client that is the
+//! scheduling core's native delivery, who counts as a local sender over
+//! HTTP, and the background services (queue worker, mail listeners).
 
 pub mod forward;
 pub mod mail_listeners;
 pub mod own_capabilities;
 pub mod queue_worker;
-pub mod schedule;
 pub mod senders;
 pub mod service;
 pub mod upstream;

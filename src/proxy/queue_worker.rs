@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use super::schedule::{unix_now, Scheduler};
+use crate::mail::queue::{GivenUp, Mailer};
+use crate::scheduling::{unix_now, Scheduler};
 
 /// Longest sleep between passes, so mail queued by `queue retry` from the
 /// command line is picked up soon even when nothing else is due.
@@ -21,6 +22,7 @@ const PURGE_EVERY_SECS: u64 = 60;
 
 pub struct QueueWorker {
     pub scheduler: Arc<Scheduler>,
+    pub mailer: Arc<Mailer>,
     /// When the idempotency records were last swept (Unix seconds).
     pub purged_at: AtomicU64,
 }
@@ -28,7 +30,7 @@ pub struct QueueWorker {
 impl QueueWorker {
     /// One pass; returns how long to sleep before the next.
     pub async fn pass(&self) -> Duration {
-        let mailer = &self.scheduler.mailer;
+        let mailer = &self.mailer;
         // Expired idempotency records go too, or the store grows with every
         // POST for as long as the bridge runs.
         let now = unix_now();
@@ -47,7 +49,7 @@ impl QueueWorker {
         match mailer.retry_due(unix_now()).await {
             Ok(given_up) => {
                 for g in &given_up {
-                    self.scheduler.report_given_up(g).await;
+                    self.report_given_up(g).await;
                 }
             }
             Err(e) => tracing::error!(target: "ischedule::queue", error = %e, "queue pass failed"),
@@ -57,6 +59,18 @@ impl QueueWorker {
             Ok(Some(next)) => Duration::from_secs(next.saturating_sub(unix_now()))
                 .clamp(Duration::from_millis(200), MAX_IDLE),
             _ => MAX_IDLE,
+        }
+    }
+
+    /// Tells the organizer, by a REPLY from the attendee carrying
+    /// `REQUEST-STATUS:5.1`, that queued mail will not be delivered.
+    async fn report_given_up(&self, given_up: &GivenUp) {
+        if let Some(notice) = &given_up.mail.notice {
+            let why = format!("{} ({})", given_up.why, given_up.status);
+            let reference = format!("queue-{}", given_up.id);
+            self.scheduler
+                .report_failure(notice, &why, &reference)
+                .await;
         }
     }
 }

@@ -13,13 +13,14 @@ use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 
 use super::own_capabilities::OwnCapabilities;
-use super::schedule::{unix_now, MailPolicy, Scheduled, Scheduler};
 use super::senders;
 use crate::discovery::WELL_KNOWN_PATH;
 use crate::ischedule::request::{self, SchedulingRequest};
 use crate::ischedule::xml::error_document;
 use crate::ischedule::{headers, IsError, Rejection, VERSION};
 use crate::mail::queue_admin;
+use crate::scheduling::sender::{self, Sender};
+use crate::scheduling::{unix_now, MailPolicy, Scheduled, Scheduler};
 
 /// Pingora application state shared by every request.
 pub struct BridgeService {
@@ -149,11 +150,7 @@ impl BridgeService {
         let config = &self.scheduler.config;
         let sender = senders::classify(config, client_ip(session), &session.req_header().headers);
         let (status, body) = match sender {
-            senders::Sender::Remote => (
-                403,
-                r#"{"error":"queue administration is for local senders only"}"#.to_string(),
-            ),
-            senders::Sender::Local { .. } => {
+            Sender::Local { .. } => {
                 match queue_admin::run(self.scheduler.store.as_ref(), action, unix_now()) {
                     Ok(answer @ queue_admin::Answer::Done { done: false, .. }) => {
                         (404, serde_json::to_string(&answer).unwrap_or_default())
@@ -165,6 +162,10 @@ impl BridgeService {
                     ),
                 }
             }
+            _ => (
+                403,
+                r#"{"error":"queue administration is for local senders only"}"#.to_string(),
+            ),
         };
         let resp = ResponseHeader::build(status, Some(2))?;
         self.send(session, resp, "application/json", Bytes::from(body))
@@ -199,7 +200,7 @@ impl BridgeService {
         };
         let peer = client_ip(session);
         let sender = senders::classify(config, peer, &session.req_header().headers);
-        if let Err(rejection) = senders::authorize(config, &sender, &request) {
+        if let Err(rejection) = sender::authorize(config, &sender, &request) {
             log_rejection(session, &rejection, started);
             return self.reject(session, &rejection).await;
         }
@@ -371,12 +372,7 @@ async fn read_body(
     })
 }
 
-fn log_post(
-    request: &SchedulingRequest,
-    sender: &senders::Sender,
-    scheduled: &Scheduled,
-    started: Instant,
-) {
+fn log_post(request: &SchedulingRequest, sender: &Sender, scheduled: &Scheduled, started: Instant) {
     tracing::info!(
         target: "ischedule::post",
         message_id = request.message_id.as_deref().unwrap_or("-"),

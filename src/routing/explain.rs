@@ -4,8 +4,7 @@ use serde_json::{json, Value};
 
 use super::{Decision, Routed, Target};
 use crate::config::{Mode, ReplyRouting};
-use crate::discovery::{AttemptOutcome, PathSource};
-use crate::proxy::forward::CapabilityOutcome;
+use crate::discovery::{AttemptOutcome, CapabilityOutcome, PathSource};
 
 /// What `route` learnt about the receiver beyond DNS.
 pub enum ReceiverCheck {

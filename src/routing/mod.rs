@@ -9,7 +9,7 @@ use url::Url;
 
 use crate::config::{Config, Mode, ReplyRouting};
 use crate::discovery::{self, AttemptOutcome, Discovery, DnsResolver, Service};
-use crate::ischedule::CalAddress;
+use crate::itip::CalAddress;
 
 /// Where one recipient's message goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
