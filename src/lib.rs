@@ -4,7 +4,7 @@
 //! Modules are listed from the ground up; each may use only those above it
 //! in this list (README "Layering", checked by `tests/layering.rs`):
 //! `digest`, `itip` (iCalendar and iTIP), `ischedule` (the HTTP protocol),
-//! `config`, `store`, `discovery`, `routing`, `scheduling` (the
+//! `dkim` (signing and verifying iSchedule requests), `config`, `store`, `discovery`, `routing`, `scheduling` (the
 //! transport-neutral core), `imip` (iTIP as mail), `mail` (SMTP in and out),
 //! `proxy` (the Pingora adapters) and `app` (the wiring).
 
@@ -12,6 +12,7 @@ pub mod app;
 pub mod config;
 pub mod digest;
 pub mod discovery;
+pub mod dkim;
 pub mod imip;
 pub mod ischedule;
 pub mod itip;

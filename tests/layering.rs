@@ -12,6 +12,7 @@ const LAYERS: &[&str] = &[
     "itip",
     "ischedule",
     "smtp",
+    "dkim",
     "config",
     "store",
     "discovery",
