@@ -11,6 +11,7 @@ use crate::mail::intake::Intake;
 use crate::mail::listener::Protocol;
 use crate::mail::queue::Mailer;
 use crate::mail::transport::Transport;
+use crate::proxy::dkim_keys::KeyFetcher;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::mail_listeners::MailListenerService;
 use crate::proxy::own_capabilities::OwnCapabilities;
@@ -78,7 +79,10 @@ pub struct Scheduling {
 }
 
 pub fn scheduling(config: Config) -> Result<Scheduling, StartError> {
-    let core = Core::new(config)?;
+    scheduling_on(Core::new(config)?)
+}
+
+fn scheduling_on(core: Core) -> Result<Scheduling, StartError> {
     let store = open_store(&core.config)?;
     let smtp = &core.config.smtp;
     let transport = Transport::new(
@@ -148,7 +152,13 @@ pub struct Services {
 
 pub fn services(config: Config) -> Result<Services, StartError> {
     let own = OwnCapabilities::from_config(&config);
-    let scheduling = scheduling(config)?;
+    let core = Core::new(config)?;
+    let keys = KeyFetcher {
+        config: core.config.clone(),
+        resolver: core.resolver.clone(),
+        forwarder: core.forwarder.clone(),
+    };
+    let scheduling = scheduling_on(core)?;
     let scheduler = scheduling.scheduler.clone();
     let worker = QueueWorker {
         scheduler: scheduler.clone(),
@@ -175,7 +185,11 @@ pub fn services(config: Config) -> Result<Services, StartError> {
         }
     }
     Ok(Services {
-        http: BridgeService { scheduler, own },
+        http: BridgeService {
+            scheduler,
+            own,
+            keys,
+        },
         worker,
         mail,
     })

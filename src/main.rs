@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ischedule_bridge::config::Config;
+use ischedule_bridge::dkim::{self, KeyRecord, SigningKey};
 use ischedule_bridge::itip::CalAddress;
 use ischedule_bridge::mail::listener::{Delivery, Envelope, Reply};
 use ischedule_bridge::mail::{lmtp_client, queue_admin};
@@ -86,6 +87,28 @@ enum Command {
         #[command(subcommand)]
         action: QueueAction,
     },
+    /// DKIM keys for signing iSchedule requests and mail.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DkimAction {
+    /// Write a new RSA signing key (PKCS#8 PEM, mode 0600) and print the
+    /// DNS TXT record and well-known URL that publish its public half.
+    Keygen {
+        #[arg(long)]
+        domain: String,
+        #[arg(long)]
+        selector: String,
+        /// Where to write the key (default: <selector>.<domain>.pem); never overwritten.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 2048)]
+        bits: u32,
+    },
 }
 
 #[derive(Subcommand, Clone, Copy)]
@@ -121,8 +144,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { config } => {
             let config = Config::load(&config)?;
             print!("{}", summary(&config));
+            print!("{}", dkim_summary(&config)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dkim {
+            action:
+                DkimAction::Keygen {
+                    domain,
+                    selector,
+                    out,
+                    bits,
+                },
+        } => keygen(&domain, &selector, out, bits),
         Command::Route {
             config,
             json,
@@ -256,6 +289,105 @@ fn summary(config: &Config) -> String {
     out
 }
 
+/// The DKIM part of `check`: the policy, each signing key and what DNS
+/// publishes for it, and the keys partners exchanged privately.
+fn dkim_summary(config: &Config) -> anyhow::Result<String> {
+    let dkim = &config.dkim;
+    let mut out = format!(
+        "  DKIM: remote senders {} (unless a route says otherwise), signatures valid {} s\n",
+        dkim.verify,
+        dkim.lifetime.as_secs()
+    );
+    if dkim.keys.is_empty() {
+        out += "    no signing keys: requests and mail go out unsigned\n";
+        return Ok(out);
+    }
+    let core = app::Core::new(config.clone())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    for key in &dkim.keys {
+        let methods: Vec<&str> = key.methods.iter().map(|m| m.as_str()).collect();
+        out += &format!(
+            "    key d={} s={}: RSA {} bits from {}, q={}\n",
+            key.domain,
+            key.selector,
+            key.key.bits(),
+            key.path.display(),
+            methods.join(":")
+        );
+        let name = dkim::dns_name(&key.domain, &key.selector);
+        let own = key.key.public_key();
+        let published = match runtime.block_on(core.resolver.txt(&name)) {
+            Err(e) => format!("lookup failed: {e}"),
+            Ok(records) if records.is_empty() => "no record published".into(),
+            Ok(records) => {
+                let judged: Vec<KeyRecord> = records.iter().map(|r| KeyRecord::parse(r)).collect();
+                if judged.iter().any(|r| *r == KeyRecord::Usable(own.clone())) {
+                    "publishes this key".into()
+                } else if judged.iter().any(|r| *r == KeyRecord::Revoked) {
+                    "publishes it revoked (empty p=)".into()
+                } else {
+                    format!("publishes a DIFFERENT key: {}", records.join(" | "))
+                }
+            }
+        };
+        out += &format!("      DNS TXT {name}: {published}\n");
+        out += &format!(
+            "      well-known: {} (served by this bridge)\n",
+            dkim::well_known_path(&key.domain, &key.selector)
+        );
+    }
+    for t in &dkim.trusted {
+        out += &format!(
+            "    trusted d={} s={} (private-exchange)\n",
+            t.domain, t.selector
+        );
+    }
+    Ok(out)
+}
+
+fn keygen(
+    domain: &str,
+    selector: &str,
+    out: Option<PathBuf>,
+    bits: u32,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let key = SigningKey::generate(bits)?;
+    let path = out.unwrap_or_else(|| PathBuf::from(format!("{selector}.{domain}.pem")));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(key.to_pkcs8_pem()?.as_bytes())?;
+    let record = key.public_key().record();
+    // A TXT string holds at most 255 bytes: longer records go in several.
+    let strings: Vec<String> = record
+        .as_bytes()
+        .chunks(255)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect();
+    println!("wrote {} (RSA {bits}, PKCS#8, mode 0600)", path.display());
+    println!(
+        "DNS:        {} IN TXT {}",
+        dkim::dns_name(domain, selector),
+        strings.join(" ")
+    );
+    println!(
+        "well-known: https://<the iSchedule host of {domain}>{}",
+        dkim::well_known_path(domain, selector)
+    );
+    println!(
+        "config:     [[dkim.keys]]\n            domain = \"{domain}\"\n            selector = \"{selector}\"\n            private_key = \"{}\"",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn list_or_none(items: &[String]) -> String {
     if items.is_empty() {
         "none".into()
@@ -300,10 +432,14 @@ fn route(
                 }
                 _ => ReceiverCheck::NotAsked,
             };
+            let signing = dkim_route(&core.config, &address);
             if json {
-                println!("{}", explain::json(&routed, &check));
+                let mut value = explain::json(&routed, &check);
+                value["dkim"] = serde_json::Value::String(signing);
+                println!("{value}");
             } else {
                 print!("{}", explain::text(&routed, &check));
+                println!("  DKIM: {signing}");
             }
         }
     });
@@ -312,6 +448,38 @@ fn route(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// How DKIM applies to requests with this address as Originator.
+fn dkim_route(config: &Config, address: &CalAddress) -> String {
+    let domain = address.domain().unwrap_or_default();
+    if let Some(k) = config.signing_key(&domain) {
+        let methods: Vec<&str> = k.methods.iter().map(|m| m.as_str()).collect();
+        return format!(
+            "signed by this bridge with d={} s={} (q={})",
+            k.domain,
+            k.selector,
+            methods.join(":")
+        );
+    }
+    if config.is_local(address) {
+        return "a local domain without a key: its requests go out unsigned".into();
+    }
+    let trusted: Vec<String> = config
+        .dkim
+        .trusted
+        .iter()
+        .filter(|t| t.domain == domain)
+        .map(|t| format!("s={}", t.selector))
+        .collect();
+    let mut out = format!(
+        "requests from this originator: {}",
+        config.dkim_policy_for(address)
+    );
+    if !trusted.is_empty() {
+        out += &format!("; privately exchanged keys {}", trusted.join(", "));
+    }
+    out
 }
 
 fn queue(config: Config, json: bool, action: QueueAction) -> anyhow::Result<ExitCode> {

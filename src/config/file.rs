@@ -36,6 +36,8 @@ pub struct File {
     pub store: Store,
     #[serde(default)]
     pub mail: Mail,
+    #[serde(default)]
+    pub dkim: Dkim,
     #[serde(default, rename = "route")]
     pub routes: Vec<Route>,
 }
@@ -201,6 +203,34 @@ pub struct MailUser {
     pub password: String,
 }
 
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Dkim {
+    pub lifetime_secs: Option<u64>,
+    pub verify: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<DkimKey>,
+    #[serde(default)]
+    pub trusted: Vec<TrustedKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DkimKey {
+    pub domain: String,
+    pub selector: String,
+    pub private_key: String,
+    pub methods: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedKey {
+    pub domain: String,
+    pub selector: String,
+    pub public_key: String,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
@@ -210,6 +240,7 @@ pub struct Route {
     pub mode: Option<String>,
     pub reply_routing: Option<String>,
     pub accept: Option<Vec<String>>,
+    pub dkim: Option<String>,
 }
 
 /// Syntax and shape errors, with the key path serde was in and the line.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use ipnet::IpNet;
 use url::Url;
 
+use crate::dkim::{KeyMethod, PublicKey, SigningKey};
 use crate::itip::CalAddress;
 use crate::itip::Stamp;
 
@@ -45,7 +46,70 @@ pub struct Config {
     /// Folder of the durable state (queue, reply tokens, idempotency keys).
     pub store_path: PathBuf,
     pub mail: Mail,
+    pub dkim: Dkim,
     pub routes: Vec<Route>,
+}
+
+/// DKIM for iSchedule: the keys this bridge signs with, the keys partners
+/// gave it privately, and how strictly remote senders are checked.
+#[derive(Debug, Clone)]
+pub struct Dkim {
+    /// In file order: the first key of a domain signs for it.
+    pub keys: Vec<DkimKey>,
+    pub trusted: Vec<TrustedKey>,
+    /// How long a signature stays valid (`x=` minus `t=`).
+    pub lifetime: Duration,
+    /// For remote senders whose originator no `[[route]] dkim` matches.
+    pub verify: DkimPolicy,
+}
+
+/// A local domain's signing key.
+#[derive(Debug, Clone)]
+pub struct DkimKey {
+    pub domain: String,
+    pub selector: String,
+    pub key: SigningKey,
+    /// Where verifiers may fetch the public key (`q=`).
+    pub methods: Vec<KeyMethod>,
+    /// The PEM file, for `check`.
+    pub path: PathBuf,
+}
+
+/// A remote domain's public key, exchanged out of band (`private-exchange`).
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    pub domain: String,
+    pub selector: String,
+    pub key: PublicKey,
+}
+
+/// How remote (not local) iSchedule senders must authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DkimPolicy {
+    /// A valid signature of the originator's domain, or 403.
+    Require,
+    /// A signature, if present, must be valid; unsigned requests are
+    /// still taken, but never free-busy requests or cancellations.
+    Optional,
+    /// Signatures are not looked at.
+    Off,
+}
+
+impl DkimPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DkimPolicy::Require => "require",
+            DkimPolicy::Optional => "optional",
+            DkimPolicy::Off => "off",
+        }
+    }
+}
+
+impl std::fmt::Display for DkimPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Whether a domain is reached natively, by mail, or natively with mail as
@@ -227,6 +291,8 @@ pub struct Route {
     pub reply_routing: Option<ReplyRouting>,
     /// Inbound mail from addresses this route matches: what may vouch.
     pub accept: Option<Vec<Accept>>,
+    /// iSchedule requests from originators this route matches: DKIM policy.
+    pub dkim: Option<DkimPolicy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,6 +363,23 @@ impl Config {
             .find(|r| r.matcher.matches(originator))
             .and_then(|r| r.accept.as_deref())
             .unwrap_or(&self.mail.accept)
+    }
+
+    /// How a remote sender speaking for `originator` must authenticate:
+    /// its route's `dkim`, else `dkim.verify`.
+    pub fn dkim_policy_for(&self, originator: &CalAddress) -> DkimPolicy {
+        self.routes
+            .iter()
+            .find(|r| r.matcher.matches(originator))
+            .and_then(|r| r.dkim)
+            .unwrap_or(self.dkim.verify)
+    }
+
+    /// The key that signs for `domain`: its first; later ones stay published
+    /// at the well-known URI while verifiers still hold old signatures
+    /// (key rotation).
+    pub fn signing_key(&self, domain: &str) -> Option<&DkimKey> {
+        self.dkim.keys.iter().find(|k| k.domain == domain)
     }
 
     /// Is this a domain whose users the bridge serves?

@@ -12,9 +12,10 @@ use url::Url;
 
 use super::file::{self, File};
 use super::{
-    Accept, Config, Dns, Imip, Limits, Mail, Mode, Queue, ReplyRouting, Route, RouteMatch, Senders,
-    Server, Smtp, Timeouts, Tls, TlsListener,
+    Accept, Config, Dkim, DkimKey, DkimPolicy, Dns, Imip, Limits, Mail, Mode, Queue, ReplyRouting,
+    Route, RouteMatch, Senders, Server, Smtp, Timeouts, Tls, TlsListener, TrustedKey,
 };
+use crate::dkim::{KeyMethod, PublicKey, SigningKey};
 use crate::itip::CalAddress;
 use crate::itip::Stamp;
 use crate::mail::status_map::StatusMap;
@@ -182,6 +183,21 @@ impl Checker<'_> {
             .collect()
     }
 
+    fn dkim_policy(
+        &self,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Option<DkimPolicy>, ConfigError> {
+        value
+            .map(|v| match v {
+                "require" => Ok(DkimPolicy::Require),
+                "optional" => Ok(DkimPolicy::Optional),
+                "off" => Ok(DkimPolicy::Off),
+                _ => Err(self.err(key, format!("'{v}' is not one of require, optional, off"))),
+            })
+            .transpose()
+    }
+
     fn cidrs(&self, key: &str, values: &[String]) -> Result<Vec<IpNet>, ConfigError> {
         values
             .iter()
@@ -278,6 +294,7 @@ pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigEr
         .base
         .join(raw.store.path.unwrap_or_else(|| "state".into()));
     let mail = mail(&c, raw.mail, &imip)?;
+    let dkim = dkim(&c, raw.dkim)?;
     Ok(Config {
         source: source.to_string(),
         server,
@@ -294,7 +311,101 @@ pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigEr
         idempotency_window,
         store_path,
         mail,
+        dkim,
         routes,
+    })
+}
+
+fn dkim(c: &Checker, d: file::Dkim) -> Result<Dkim, ConfigError> {
+    let lifetime = d.lifetime_secs.unwrap_or(3600);
+    if !(60..=7 * 86_400).contains(&lifetime) {
+        return Err(c.err("dkim.lifetime_secs", "must be between 60 and 604800"));
+    }
+    let mut keys: Vec<DkimKey> = Vec::new();
+    for (i, k) in d.keys.into_iter().enumerate() {
+        let key = |name: &str| format!("dkim.keys[{i}].{name}");
+        let domain = c.domain(&key("domain"), &k.domain)?;
+        let selector = c.domain(&key("selector"), &k.selector)?;
+        if keys
+            .iter()
+            .any(|o| o.domain == domain && o.selector == selector)
+        {
+            return Err(c.err(
+                key("selector"),
+                format!("{selector}._domainkey.{domain} is configured twice"),
+            ));
+        }
+        let path = c.existing_file(&key("private_key"), &k.private_key)?;
+        let pem = std::fs::read(&path).map_err(|e| {
+            c.err(
+                key("private_key"),
+                format!("cannot read '{}': {e}", path.display()),
+            )
+        })?;
+        let signing = SigningKey::from_pem(&pem)
+            .map_err(|e| c.err(key("private_key"), format!("'{}': {e}", path.display())))?;
+        if signing.bits() < 1024 {
+            return Err(c.err(
+                key("private_key"),
+                format!(
+                    "'{}' is an RSA key of {} bits; at least 1024 are needed (RFC 8301)",
+                    path.display(),
+                    signing.bits()
+                ),
+            ));
+        }
+        let methods = match k.methods {
+            None => vec![KeyMethod::DnsTxt, KeyMethod::HttpWellKnown],
+            Some(list) if list.is_empty() => {
+                return Err(c.err(
+                    key("methods"),
+                    "give at least one of dns/txt, http/well-known, private-exchange",
+                ))
+            }
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .map(|(j, m)| {
+                    KeyMethod::parse(m).ok_or_else(|| {
+                        c.err(
+                            format!("dkim.keys[{i}].methods[{j}]"),
+                            format!(
+                                "'{m}' is not one of dns/txt, http/well-known, private-exchange"
+                            ),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        keys.push(DkimKey {
+            domain,
+            selector,
+            key: signing,
+            methods,
+            path,
+        });
+    }
+    let trusted = d
+        .trusted
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let key = |name: &str| format!("dkim.trusted[{i}].{name}");
+            Ok(TrustedKey {
+                domain: c.domain(&key("domain"), &t.domain)?,
+                selector: c.domain(&key("selector"), &t.selector)?,
+                key: PublicKey::from_base64(&t.public_key)
+                    .map_err(|e| c.err(key("public_key"), e.to_string()))?,
+            })
+        })
+        .collect::<Result<Vec<_>, ConfigError>>()?;
+    Ok(Dkim {
+        keys,
+        trusted,
+        lifetime: Duration::from_secs(lifetime),
+        verify: c
+            .dkim_policy("dkim.verify", d.verify.as_deref())?
+            .unwrap_or(DkimPolicy::Require),
     })
 }
 
@@ -629,5 +740,6 @@ fn route(c: &Checker, i: usize, r: file::Route) -> Result<Route, ConfigError> {
         mode,
         reply_routing: c.reply_routing(&key("reply_routing"), r.reply_routing.as_deref())?,
         accept: r.accept.map(|a| c.accept(&key("accept"), &a)).transpose()?,
+        dkim: c.dkim_policy(&key("dkim"), r.dkim.as_deref())?,
     })
 }

@@ -1,4 +1,5 @@
-//! DNS I/O: SRV, TXT and address lookups through hickory.
+//! DNS I/O: SRV, TXT (receiver paths and DKIM keys), MX and address
+//! lookups through hickory.
 //!
 //! Answers are cached by hickory itself, positive ones for their TTL and
 //! negative ones for the SOA minimum, both capped by `[dns]` settings, so a
@@ -90,6 +91,27 @@ impl DnsResolver {
             }),
             _ => None,
         }))
+    }
+
+    /// Every TXT record at `name`, each record's strings joined (a DKIM key
+    /// record is longer than one 255-byte string); empty when there are none.
+    pub async fn txt(&self, name: &str) -> Result<Vec<String>, DnsFailure> {
+        let Some(lookup) = absent_is_none(name, self.inner.txt_lookup(fqdn(name)).await)? else {
+            return Ok(vec![]);
+        };
+        Ok(lookup
+            .answers()
+            .iter()
+            .filter_map(|r| match &r.data {
+                RData::TXT(txt) => Some(
+                    txt.txt_data
+                        .iter()
+                        .map(|s| String::from_utf8_lossy(s))
+                        .collect::<String>(),
+                ),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Mail exchangers of `domain` as (preference, exchange host without the

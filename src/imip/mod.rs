@@ -8,5 +8,6 @@ pub mod authenticate;
 pub mod builder;
 pub mod inbound;
 pub mod outbound;
+pub mod signing;
 pub mod summary;
 pub mod to_ischedule;

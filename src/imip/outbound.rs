@@ -2,6 +2,7 @@
 //! sender's name, a stable Message-ID and the MIME message itself.
 
 use super::builder::{self, BuildError, Outgoing};
+use super::signing::{self, SignError};
 use super::summary::Summary;
 use crate::config::{Config, ReplyRouting};
 use crate::ischedule::request::SchedulingRequest;
@@ -26,6 +27,8 @@ pub enum ComposeError {
     Token(#[from] StoreError),
     #[error("building the mail: {0}")]
     Build(#[from] BuildError),
+    #[error(transparent)]
+    Sign(#[from] SignError),
 }
 
 /// One recipient's mail; `summary` is the request's, read once for all its
@@ -105,6 +108,7 @@ pub fn compose(
         },
         summary,
     )?;
+    let message = signing::sign(config, message)?;
     let notice = itip
         .organizer
         .as_ref()

@@ -16,6 +16,7 @@ use crate::config::Config;
 use crate::discovery::capability_cache::{freshness, CachedCapabilities, CapabilityCache};
 use crate::discovery::srv;
 use crate::discovery::CapabilityOutcome;
+use crate::dkim::{self, Signer};
 use crate::ischedule::capabilities::Capabilities;
 use crate::ischedule::headers;
 use crate::ischedule::request::SchedulingRequest;
@@ -23,7 +24,7 @@ use crate::ischedule::xml::{parse_error_document, RecipientResponse, ScheduleRes
 use crate::ischedule::{IsError, RequestStatus, StatusCode};
 use crate::itip::CalAddress;
 use crate::routing::{Receiver, Target};
-use crate::scheduling::{Contact, Delivered, Failure, NativeDelivery};
+use crate::scheduling::{unix_now, Contact, Delivered, Failure, NativeDelivery};
 
 /// One place a receiver can be reached: endpoint plus request path.
 #[derive(Debug, Clone)]
@@ -179,6 +180,9 @@ impl Forwarder {
         if let Some(id) = &request.message_id {
             request_headers.push((headers::ISCHEDULE_MESSAGE_ID, id.clone()));
         }
+        if let Some(signature) = self.signature(request, &request_headers, &body) {
+            request_headers.push((dkim::HEADER, signature));
+        }
         let mut last = None;
         for location in locations {
             match self
@@ -209,6 +213,33 @@ impl Forwarder {
             reason: "no usable SRV target".into(),
         });
         unreachable(&e).for_all(part)
+    }
+
+    /// The `DKIM-Signature` for a POST, when the originator's domain has a
+    /// key. Signing cannot fail with a key that loaded; should it, the POST
+    /// goes unsigned and the receiver decides.
+    fn signature(
+        &self,
+        request: &SchedulingRequest,
+        request_headers: &[(&'static str, String)],
+        body: &[u8],
+    ) -> Option<String> {
+        let key = self.config.signing_key(&request.originator.domain()?)?;
+        let signer = Signer {
+            domain: &key.domain,
+            selector: &key.selector,
+            key: &key.key,
+            methods: &key.methods,
+            lifetime: self.config.dkim.lifetime,
+        };
+        let view: Vec<(&str, &[u8])> = request_headers
+            .iter()
+            .map(|(n, v)| (*n, v.as_bytes()))
+            .collect();
+        signer
+            .sign(&view, body, unix_now())
+            .map_err(|e| tracing::warn!(target: "ischedule::post", domain = %key.domain, error = %e, "DKIM signing failed; sending unsigned"))
+            .ok()
     }
 
     /// Sends and follows 301/302/307/308 with the same method and body

@@ -12,9 +12,11 @@ use pingora::prelude::{HttpPeer, Result};
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 
+use super::dkim_keys::KeyFetcher;
 use super::own_capabilities::OwnCapabilities;
-use super::senders;
+use super::senders::{self, Refusal};
 use crate::discovery::WELL_KNOWN_PATH;
+use crate::dkim;
 use crate::ischedule::request::{self, SchedulingRequest};
 use crate::ischedule::xml::error_document;
 use crate::ischedule::{headers, IsError, Rejection, VERSION};
@@ -26,12 +28,19 @@ use crate::scheduling::{unix_now, MailPolicy, Scheduled, Scheduler};
 pub struct BridgeService {
     pub scheduler: Arc<Scheduler>,
     pub own: OwnCapabilities,
+    /// Remote signers' public keys, for verifying their requests.
+    pub keys: KeyFetcher,
 }
+
+/// How long a sender whose key could not be fetched should wait.
+const RETRY_AFTER_SECS: u64 = 60;
 
 /// What kind of request this is, decided from method and path alone.
 enum Kind {
     /// Queue administration for `ischedule-bridge queue` (local senders only).
     Admin(queue_admin::Action),
+    /// One of our own DKIM key records, for verifiers using http/well-known.
+    DomainKey(String),
     Capabilities,
     Schedule,
     Options,
@@ -46,6 +55,9 @@ impl BridgeService {
         let path = req.uri.path();
         if let Some(action) = queue_admin::Action::from_http(req.method.as_str(), path) {
             return Kind::Admin(action);
+        }
+        if let Some(record) = self.domain_key(req.method.as_str(), path) {
+            return Kind::DomainKey(record);
         }
         let is_receiver = path == WELL_KNOWN_PATH || path == self.scheduler.config.server.path;
         if req.method == http::Method::OPTIONS && (is_receiver || req.uri == "*") {
@@ -69,6 +81,26 @@ impl BridgeService {
             }
             _ => Kind::BadMethod,
         }
+    }
+
+    /// `GET /.well-known/domainkey/<domain>/<selector>` for a configured key;
+    /// other keys' paths are left to the origin, which may publish its own.
+    fn domain_key(&self, method: &str, path: &str) -> Option<String> {
+        if !matches!(method, "GET" | "HEAD") {
+            return None;
+        }
+        let (domain, selector) = path
+            .strip_prefix(dkim::WELL_KNOWN_PREFIX)?
+            .split_once('/')?;
+        self.scheduler
+            .config
+            .dkim
+            .keys
+            .iter()
+            .find(|k| {
+                k.domain.eq_ignore_ascii_case(domain) && k.selector.eq_ignore_ascii_case(selector)
+            })
+            .map(|k| k.key.public_key().record())
     }
 
     /// Headers every iSchedule response carries (spec 9.1, 9.2).
@@ -120,6 +152,17 @@ impl BridgeService {
             error_document(rejection),
         )
         .await
+    }
+
+    /// 503 with Retry-After: the sender's key could not be fetched, so
+    /// nothing was decided about the request.
+    async fn try_later(&self, session: &mut Session, why: &str) -> Result<()> {
+        let mut resp = self.response(503)?;
+        resp.insert_header("Retry-After", RETRY_AFTER_SECS.to_string())?;
+        resp.insert_header("Cache-Control", "no-cache")?;
+        let body = Bytes::from(format!("DKIM verification could not finish: {why}\n"));
+        self.send(session, resp, "text/plain; charset=utf-8", body)
+            .await
     }
 
     async fn capabilities(&self, session: &mut Session) -> Result<()> {
@@ -199,11 +242,29 @@ impl BridgeService {
             }
         };
         let peer = client_ip(session);
-        let sender = senders::classify(config, peer, &session.req_header().headers);
+        let headers = &session.req_header().headers;
+        let sender = senders::classify(config, peer, headers);
+        // The no-open-relay rules first: they need no key lookup, and a
+        // signature would not lift them.
         if let Err(rejection) = sender::authorize(config, &sender, &request) {
             log_rejection(session, &rejection, started);
             return self.reject(session, &rejection).await;
         }
+        let sender = if sender.is_local() {
+            sender
+        } else {
+            match senders::verify(config, headers, &request, &self.keys, unix_now()).await {
+                Ok(verified) => verified,
+                Err(Refusal::Rejected(rejection)) => {
+                    log_rejection(session, &rejection, started);
+                    return self.reject(session, &rejection).await;
+                }
+                Err(Refusal::TryLater(why)) => {
+                    tracing::info!(target: "ischedule::post", originator = %request.originator, why = %why, "deferred: DKIM key unavailable");
+                    return self.try_later(session, &why).await;
+                }
+            }
+        };
         let scheduled = self.scheduler.schedule(&request, MailPolicy::PerMode).await;
         log_post(&request, &sender, &scheduled, started);
         self.send_xml(session, 200, scheduled.response.to_xml())
@@ -246,6 +307,12 @@ impl ProxyHttp for BridgeService {
                 let resp = self.response(400)?;
                 let body =
                     Bytes::from_static(b"unknown action: GET supports ?action=capabilities only\n");
+                self.send(session, resp, "text/plain; charset=utf-8", body)
+                    .await?;
+            }
+            Kind::DomainKey(record) => {
+                let resp = ResponseHeader::build(200, Some(2))?;
+                let body = Bytes::from(record + "\n");
                 self.send(session, resp, "text/plain; charset=utf-8", body)
                     .await?;
             }

@@ -15,7 +15,8 @@ pub enum Sender {
     /// domains and address anyone.
     Local { by: String },
     /// A remote party whose address a domain-level check verified (DMARC
-    /// for a mail's From), and the check's verdict in words.
+    /// for a mail's From, DKIM for an iSchedule POST's Originator), and the
+    /// check's verdict in words.
     Verified { address: String, by: String },
     /// Nothing vouches, and why.
     Unverified { why: String },
@@ -24,7 +25,7 @@ pub enum Sender {
 }
 
 impl Sender {
-    /// A remote iSchedule sender: today nothing on that path can vouch.
+    /// A remote iSchedule sender before its signature is looked at.
     pub fn remote() -> Sender {
         Sender::Unverified {
             why: "unauthenticated".into(),
@@ -48,7 +49,9 @@ impl fmt::Display for Sender {
 }
 
 /// No open relay: a local sender may address anyone; anyone else only the
-/// local domains, and may not claim to be a local user.
+/// local domains, and may not claim to be a local user. A verified sender
+/// speaks only for the address that was verified: a signature of its
+/// domain lets it in, never out.
 pub fn authorize(
     config: &Config,
     sender: &Sender,
@@ -56,6 +59,15 @@ pub fn authorize(
 ) -> Result<(), Rejection> {
     if sender.is_local() {
         return Ok(());
+    }
+    if let Sender::Verified { address, by } = sender {
+        let originator = &request.originator;
+        if originator.email() != Some(address.as_str()) && originator.as_str() != address {
+            return Err(Rejection::new(
+                IsError::OriginatorDenied,
+                format!("the sender was verified as {address} ({by}), not as {originator}"),
+            ));
+        }
     }
     if config.is_local(&request.originator) {
         return Err(Rejection::new(

@@ -557,3 +557,30 @@ fn only_local_senders_may_address_other_domains_or_speak_for_local_users() {
         "{relay}"
     );
 }
+
+#[test]
+fn a_verified_sender_speaks_only_for_its_own_address_and_only_inwards() {
+    let w = world();
+    let config = &w.scheduler.config;
+    let verified = Sender::Verified {
+        address: "stranger@a.test".into(),
+        by: "DKIM d=a.test s=s1".into(),
+    };
+    let mut inward = event(&["u@example.com"]);
+    inward.originator = CalAddress::parse("mailto:stranger@a.test").unwrap();
+    assert!(sender::authorize(config, &verified, &inward).is_ok());
+
+    let mut other = inward.clone();
+    other.originator = CalAddress::parse("mailto:boss@a.test").unwrap();
+    let denied = sender::authorize(config, &verified, &other).unwrap_err();
+    assert!(
+        denied.description.contains("verified as stranger@a.test"),
+        "{denied}"
+    );
+
+    let mut relay = inward.clone();
+    relay
+        .recipients
+        .push(CalAddress::parse("mailto:x@b.test").unwrap());
+    assert!(sender::authorize(config, &verified, &relay).is_err());
+}
