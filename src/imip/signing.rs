@@ -11,10 +11,8 @@ use mail_auth::dkim::{Canonicalization, DkimSigner};
 use crate::config::Config;
 use crate::dkim;
 
-/// The headers a reader sees and a forger would change. Listing From twice
-/// (over-signing) also refuses a second From added on the way.
-const SIGNED: [&str; 10] = [
-    "From",
+/// The headers a reader sees and a forger would change.
+const SIGNED: [&str; 9] = [
     "From",
     "Sender",
     "To",
