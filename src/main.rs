@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ischedule_bridge::config::Config;
+use ischedule_bridge::config::{Config, DkimPolicy};
 use ischedule_bridge::dkim::{self, KeyRecord, SigningKey};
 use ischedule_bridge::itip::CalAddress;
 use ischedule_bridge::mail::listener::{Delivery, Envelope, Reply};
@@ -323,9 +323,9 @@ fn dkim_summary(config: &Config) -> anyhow::Result<String> {
             Ok(records) if records.is_empty() => "no record published".into(),
             Ok(records) => {
                 let judged: Vec<KeyRecord> = records.iter().map(|r| KeyRecord::parse(r)).collect();
-                if judged.iter().any(|r| *r == KeyRecord::Usable(own.clone())) {
+                if judged.contains(&KeyRecord::Usable(own.clone())) {
                     "publishes this key".into()
-                } else if judged.iter().any(|r| *r == KeyRecord::Revoked) {
+                } else if judged.contains(&KeyRecord::Revoked) {
                     "publishes it revoked (empty p=)".into()
                 } else {
                     format!("publishes a DIFFERENT key: {}", records.join(" | "))
@@ -435,11 +435,15 @@ fn route(
             let signing = dkim_route(&core.config, &address);
             if json {
                 let mut value = explain::json(&routed, &check);
-                value["dkim"] = serde_json::Value::String(signing);
+                if let Some(signing) = signing {
+                    value["dkim"] = serde_json::Value::String(signing);
+                }
                 println!("{value}");
             } else {
                 print!("{}", explain::text(&routed, &check));
-                println!("  DKIM: {signing}");
+                if let Some(signing) = signing {
+                    println!("  DKIM: {signing}");
+                }
             }
         }
     });
@@ -451,19 +455,29 @@ fn route(
 }
 
 /// How DKIM applies to requests with this address as Originator.
-fn dkim_route(config: &Config, address: &CalAddress) -> String {
+/// Nothing when the configuration says nothing about DKIM (the default
+/// policy, no keys), so the routing explanation stays as it was.
+fn dkim_route(config: &Config, address: &CalAddress) -> Option<String> {
+    let dkim = &config.dkim;
+    let configured = !dkim.keys.is_empty()
+        || !dkim.trusted.is_empty()
+        || dkim.verify != DkimPolicy::Require
+        || config.routes.iter().any(|r| r.dkim.is_some());
+    if !configured {
+        return None;
+    }
     let domain = address.domain().unwrap_or_default();
     if let Some(k) = config.signing_key(&domain) {
         let methods: Vec<&str> = k.methods.iter().map(|m| m.as_str()).collect();
-        return format!(
+        return Some(format!(
             "signed by this bridge with d={} s={} (q={})",
             k.domain,
             k.selector,
             methods.join(":")
-        );
+        ));
     }
     if config.is_local(address) {
-        return "a local domain without a key: its requests go out unsigned".into();
+        return Some("a local domain without a key: its requests go out unsigned".into());
     }
     let trusted: Vec<String> = config
         .dkim
@@ -479,7 +493,7 @@ fn dkim_route(config: &Config, address: &CalAddress) -> String {
     if !trusted.is_empty() {
         out += &format!("; privately exchanged keys {}", trusted.join(", "));
     }
-    out
+    Some(out)
 }
 
 fn queue(config: Config, json: bool, action: QueueAction) -> anyhow::Result<ExitCode> {

@@ -783,10 +783,19 @@ fn originator_denied_for_an_unauthenticated_remote_sender() {
         &[CAROL],
     );
 
-    // A remote sender may reach the local domains without the secret.
+    // A remote sender reaches the local domains only with a DKIM signature
+    // of its domain (dkim.verify defaults to require; tests/dkim.rs signs)...
     let body = invitation(&[ALICE, BOB], &[]);
     let inbound = Post::new("VEVENT", "REQUEST", BERNARD, &[ALICE, BOB], &body);
-    assert_accepted(&inbound, port, &[ALICE, BOB]);
+    assert_error(
+        &inbound.send(port),
+        403,
+        "verification-failed",
+        &["no DKIM-Signature header"],
+    );
+    // ...or unsigned where the admin turned verification off.
+    let open = World::start_with(&format!("{}[dkim]\nverify = \"off\"\n", remote_senders()));
+    assert_accepted(&inbound, open.port(), &[ALICE, BOB]);
 }
 
 #[test]

@@ -84,3 +84,42 @@ fn limits_and_timeouts_are_bounded() {
     .unwrap_err();
     assert_eq!(e.key, "limits.max_date_time");
 }
+
+#[test]
+fn dkim_keys_policies_and_their_errors() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let key = crate::dkim::SigningKey::generate(2048).unwrap();
+    std::fs::write(dir.path().join("k.pem"), key.to_pkcs8_pem().unwrap()).unwrap();
+    std::fs::write(dir.path().join("bad.pem"), "not a key").unwrap();
+    let at = |text: &str| Config::parse(text, "test.toml", dir.path());
+    let keys = "[[dkim.keys]]\ndomain = \"One.Test\"\nselector = \"s1\"\nprivate_key = \"k.pem\"\n";
+    let c = at(&format!(
+        "{keys}[[route]]\ndomain = \"partner.test\"\nto = \"https://p.test/\"\ndkim = \"optional\"\n"
+    ))
+    .unwrap();
+    let k = c.signing_key("one.test").unwrap();
+    assert_eq!(k.methods, [KeyMethod::DnsTxt, KeyMethod::HttpWellKnown]);
+    assert_eq!(k.key.public_key(), key.public_key());
+    assert_eq!(c.dkim.verify, DkimPolicy::Require);
+    assert_eq!(c.dkim.lifetime, Duration::from_secs(3600));
+    let partner = CalAddress::parse("mailto:x@partner.test").unwrap();
+    let other = CalAddress::parse("mailto:x@other.test").unwrap();
+    assert_eq!(c.dkim_policy_for(&partner), DkimPolicy::Optional);
+    assert_eq!(c.dkim_policy_for(&other), DkimPolicy::Require);
+
+    let error = |text: &str| at(text).unwrap_err();
+    let e = error(&keys.replace("k.pem", "bad.pem"));
+    assert_eq!(e.key, "dkim.keys[0].private_key");
+    assert!(e.why.contains("not a PEM private key"), "{e}");
+    let e = error(&format!("{keys}methods = [\"dns\"]\n"));
+    assert_eq!(e.key, "dkim.keys[0].methods[0]");
+    let e = error(&format!("{keys}{}", &keys));
+    assert_eq!(e.key, "dkim.keys[1].selector");
+    let e = error("[dkim]\nverify = \"maybe\"\n");
+    assert_eq!(e.key, "dkim.verify");
+    let e = error("[dkim]\nlifetime_secs = 5\n");
+    assert_eq!(e.key, "dkim.lifetime_secs");
+    let e =
+        error("[[dkim.trusted]]\ndomain = \"p.test\"\nselector = \"s\"\npublic_key = \"AAAA\"\n");
+    assert_eq!(e.key, "dkim.trusted[0].public_key");
+}

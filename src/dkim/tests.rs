@@ -88,7 +88,9 @@ fn signature_value(bh: &str, b: &str) -> String {
     )
 }
 
-fn messy_headers(signature: &str) -> Vec<(String, String)> {
+type OwnedHeaders = Vec<(String, String)>;
+
+fn messy_headers(signature: &str) -> OwnedHeaders {
     [
         ("Host", "example.com"),
         ("Content-Type", "text/calendar  ; charset =  \"utf-8\""),
@@ -341,7 +343,7 @@ fn the_bridge_verifies_calendarserver_signatures() {
 fn tampered_requests_are_refused_for_the_right_reason() {
     let good = messy_headers(&signature_value(MESSY_BH, MESSY_B));
     let keys = cs_keys();
-    let with = |f: &dyn Fn(&mut Vec<(String, String)>)| {
+    let with = |f: &dyn Fn(&mut OwnedHeaders)| {
         let mut h = good.clone();
         f(&mut h);
         h
