@@ -612,3 +612,70 @@ fn a_mixed_smtp_outcome_is_accepted_and_the_failure_reported_by_dsn() {
         "only the failure is reported"
     );
 }
+
+/// A receiver in front of Cyrus that counts what it is sent: a second
+/// bridge, whose log has one `scheduled` line per POST it answered.
+fn counting_receiver(port: u16, cyrus: &Cyrus) -> Bridge {
+    Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
+            cyrus.http_port
+        ),
+    )
+}
+
+fn posts_received(receiver: &Bridge, message_id: &str) -> usize {
+    receiver
+        .log()
+        .lines()
+        .filter(|l| l.contains("scheduled") && l.contains(message_id))
+        .count()
+}
+
+#[test]
+fn an_smtp_retry_after_a_deferral_posts_only_to_the_receivers_not_yet_done() {
+    let cyrus = Cyrus::start("cyrus.test", &["bob", "dave", "alice"], None);
+    let (port, smtp, first, second) = (free_port(), free_port(), free_port(), free_port());
+    // dave's receiver is up; alice's is not running yet.
+    let _bridge = Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[domains]\nlocal = [\"cyrus.test\"]\n\
+             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\nlocal_clients = [\"127.0.0.1/32\"]\n\
+             [[route]]\naddress = \"mailto:dave@cyrus.test\"\nto = \"http://127.0.0.1:{first}/ischedule\"\n\
+             [[route]]\naddress = \"mailto:alice@cyrus.test\"\nto = \"http://127.0.0.1:{second}/ischedule\"\n"
+        ),
+    );
+    let dave_receiver = counting_receiver(first, &cyrus);
+    let to = ["mailto:dave@cyrus.test", "mailto:alice@cyrus.test"];
+    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
+    let calendar = itip("REQUEST", "VEVENT", BOB, &attendees, "deferred");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("invite.eml");
+    std::fs::write(
+        &path,
+        format!(
+            "From: bob@cyrus.test\r\nTo: dave@cyrus.test, alice@cyrus.test\r\nSubject: Invitation\r\n\
+             Message-ID: <deferred-1@cyrus.test>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n{calendar}"
+        ),
+    )
+    .unwrap();
+    let rcpts = ["dave@cyrus.test", "alice@cyrus.test"];
+
+    let (ok, transcript) = swaks(smtp, "bob@cyrus.test", &rcpts, &path, &[]);
+    assert!(!ok && transcript.contains("<** 451 4.4.1"), "{transcript}");
+    assert_eq!(posts_received(&dave_receiver, "deferred-1@cyrus.test"), 1);
+
+    let alice_receiver = counting_receiver(second, &cyrus);
+    let (ok, transcript) = swaks(smtp, "bob@cyrus.test", &rcpts, &path, &[]);
+    assert!(ok, "the MTA's retry: {transcript}");
+    let (dave_posts, alice_posts) = (
+        posts_received(&dave_receiver, "deferred-1@cyrus.test"),
+        posts_received(&alice_receiver, "deferred-1@cyrus.test"),
+    );
+    println!("POSTs received: dave's receiver {dave_posts}, alice's receiver {alice_posts}");
+    assert_eq!(dave_posts, 1, "dave's receiver already had the invitation");
+    assert_eq!(alice_posts, 1);
+}
