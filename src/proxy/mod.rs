@@ -6,6 +6,7 @@
 pub mod forward;
 pub mod mail_listeners;
 pub mod own_capabilities;
+pub mod paths;
 pub mod queue_worker;
 pub mod senders;
 pub mod service;
