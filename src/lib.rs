@@ -15,4 +15,5 @@ pub mod itip;
 pub mod mail;
 pub mod proxy;
 pub mod routing;
+pub mod smtp;
 pub mod store;

@@ -22,7 +22,7 @@ use crate::ischedule::xml::{RecipientResponse, ScheduleResponse};
 use crate::ischedule::{CalAddress, RequestStatus, StatusCode};
 use crate::itip::failure_reply::FailureReply;
 use crate::itip::{ComponentKind, ItipMessage};
-use crate::mail::queue::{GivenUp, Mailer};
+use crate::mail::outbound::queue::{GivenUp, Mailer};
 use crate::routing::{Decision, Receiver, Routed, Router};
 use crate::store::{FailureNotice, Store, UnixTime};
 

@@ -9,16 +9,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::dsn;
-use super::listener::{Delivery, Envelope, Reply};
-use super::transport::{Outcome, Transport};
+use super::listener::{Delivery, Envelope};
 use crate::imip::authenticate::{AuthError, Authenticator};
 use crate::imip::inbound::{self, Bounce, InboundError, Itip, Parsed};
 use crate::imip::outbound::Composed;
 use crate::imip::to_ischedule::{self, Refusal, Sender};
 use crate::ischedule::{CalAddress, RequestStatus, StatusCode};
 use crate::itip::{ItipMessage, Role};
+use crate::mail::outbound::dsn;
+use crate::mail::outbound::transport::Transport;
 use crate::proxy::schedule::{unix_now, MailPolicy, Scheduler};
+use crate::smtp::{EnhancedStatus, Outcome, SmtpReply as Reply};
 use crate::store::FailureNotice;
 
 pub struct Intake {
@@ -28,12 +29,8 @@ pub struct Intake {
     pub next_hop: Option<Transport>,
 }
 
-fn reply(code: u16, enhanced: (u8, u16, u16), text: impl Into<String>) -> Reply {
-    Reply {
-        code,
-        enhanced: Some(enhanced),
-        text: text.into(),
-    }
+fn reply(code: u16, enhanced: EnhancedStatus, text: impl Into<String>) -> Reply {
+    Reply::new(code, Some(enhanced), text)
 }
 
 /// DESIGN.md table "iMIP → iSchedule": a receiver's request-status as the
@@ -46,24 +43,28 @@ pub fn reply_for(status: &RequestStatus, description: Option<&str>) -> Reply {
     };
     let code = status.code;
     match (code.class, code.major) {
-        (1 | 2, _) => reply(250, (2, 0, 0), text),
-        _ if code == StatusCode::INVALID_USER => reply(550, (5, 1, 1), text),
-        _ if code == StatusCode::NO_AUTHORITY => reply(550, (5, 7, 1), text),
-        (3, _) => reply(554, (5, 6, 0), text),
-        _ if code == StatusCode::NO_SCHEDULING_SUPPORT => reply(550, (5, 1, 1), text),
-        (5, 1) => reply(451, (4, 4, 1), text),
-        _ => reply(554, (5, 6, 0), text),
+        (1 | 2, _) => reply(250, EnhancedStatus::new(2, 0, 0), text),
+        _ if code == StatusCode::INVALID_USER => reply(550, EnhancedStatus::new(5, 1, 1), text),
+        _ if code == StatusCode::NO_AUTHORITY => reply(550, EnhancedStatus::new(5, 7, 1), text),
+        (3, _) => reply(554, EnhancedStatus::new(5, 6, 0), text),
+        _ if code == StatusCode::NO_SCHEDULING_SUPPORT => {
+            reply(550, EnhancedStatus::new(5, 1, 1), text)
+        }
+        (5, 1) => reply(451, EnhancedStatus::new(4, 4, 1), text),
+        _ => reply(554, EnhancedStatus::new(5, 6, 0), text),
     }
 }
 
 fn refusal_reply(refusal: &Refusal) -> Reply {
     match refusal {
         Refusal::NotAuthenticated(_) | Refusal::Mismatch(_) | Refusal::Token(_) => {
-            reply(550, (5, 7, 1), refusal.to_string())
+            reply(550, EnhancedStatus::new(5, 7, 1), refusal.to_string())
         }
-        Refusal::NoMethod | Refusal::Invalid(_) => reply(554, (5, 6, 0), refusal.to_string()),
-        Refusal::Store(_) => reply(451, (4, 3, 0), refusal.to_string()),
-        Refusal::Undecided(_) => reply(451, (4, 7, 0), refusal.to_string()),
+        Refusal::NoMethod | Refusal::Invalid(_) => {
+            reply(554, EnhancedStatus::new(5, 6, 0), refusal.to_string())
+        }
+        Refusal::Store(_) => reply(451, EnhancedStatus::new(4, 3, 0), refusal.to_string()),
+        Refusal::Undecided(_) => reply(451, EnhancedStatus::new(4, 7, 0), refusal.to_string()),
     }
 }
 
@@ -83,7 +84,7 @@ impl Delivery for Intake {
         } else {
             Err(reply(
                 550,
-                (5, 7, 1),
+                EnhancedStatus::new(5, 7, 1),
                 format!("relaying denied: {recipient} is neither in a local domain nor an address of this bridge"),
             ))
         }
@@ -145,11 +146,11 @@ impl Intake {
             Ok(Parsed::Itip(itip)) => self.itip(envelope, message, &itip).await,
             Ok(Parsed::Bounce(bounce)) => vec![self.bounce(&bounce).await; count],
             Err(e @ InboundError::NoCalendar) => {
-                let refused = reply(550, (5, 6, 0), e.to_string());
+                let refused = reply(550, EnhancedStatus::new(5, 6, 0), e.to_string());
                 self.pass_through_or(envelope, message, &envelope.recipients, refused)
                     .await
             }
-            Err(e) => vec![reply(554, (5, 6, 0), e.to_string()); count],
+            Err(e) => vec![reply(554, EnhancedStatus::new(5, 6, 0), e.to_string()); count],
         }
     }
 
@@ -170,7 +171,7 @@ impl Intake {
                 "{by} is not accepted for {} by this bridge's rules",
                 request.originator
             );
-            return vec![reply(550, (5, 7, 1), why); count];
+            return vec![reply(550, EnhancedStatus::new(5, 7, 1), why); count];
         }
         let scheduled = self.scheduler.schedule(request, MailPolicy::Never).await;
         tracing::info!(target: "ischedule::mail", originator = %request.originator, vouched_by = %by, method = %request.itip.method, "translated to iSchedule");
@@ -196,7 +197,11 @@ impl Intake {
                     None
                 }
                 Some(r) => Some(reply_for(&r.status, r.description.as_deref())),
-                None => Some(reply(451, (4, 3, 0), "no status for this recipient")),
+                None => Some(reply(
+                    451,
+                    EnhancedStatus::new(4, 3, 0),
+                    "no status for this recipient",
+                )),
             });
         }
         let unserved: Vec<String> = envelope
@@ -211,7 +216,7 @@ impl Intake {
             .into_iter()
             .map(|r| {
                 r.or_else(|| relayed.next())
-                    .unwrap_or_else(|| reply(451, (4, 3, 0), "not relayed"))
+                    .unwrap_or_else(|| reply(451, EnhancedStatus::new(4, 3, 0), "not relayed"))
             })
             .collect()
     }
@@ -274,7 +279,7 @@ impl Intake {
         if !ours {
             return reply(
                 550,
-                (5, 6, 0),
+                EnhancedStatus::new(5, 6, 0),
                 "a delivery report about mail this bridge did not send",
             );
         }
@@ -300,14 +305,14 @@ impl Intake {
         let Some(notice) = notice else {
             return reply(
                 550,
-                (5, 6, 0),
+                EnhancedStatus::new(5, 6, 0),
                 "a delivery report without the invitation it is about",
             );
         };
         let why = format!(
             "mail to {} bounced: {} {}",
             bounce.recipients.join(", "),
-            bounce.status.as_deref().unwrap_or(""),
+            bounce.status.map(|s| s.to_string()).unwrap_or_default(),
             bounce.diagnostic.as_deref().unwrap_or("")
         );
         let reference = bounce.original_message_id.clone().unwrap_or_default();
@@ -316,7 +321,7 @@ impl Intake {
             .await;
         reply(
             250,
-            (2, 0, 0),
+            EnhancedStatus::new(2, 0, 0),
             "delivery report turned into a REPLY to the organizer",
         )
     }
@@ -342,7 +347,7 @@ impl Intake {
             return vec![
                 reply(
                     550,
-                    (5, 1, 1),
+                    EnhancedStatus::new(5, 1, 1),
                     "no iSchedule receiver and no next hop for mail"
                 );
                 rcpts.len()
@@ -351,18 +356,22 @@ impl Intake {
         let mut replies = Vec::with_capacity(rcpts.len());
         for rcpt in rcpts {
             replies.push(match hop.send(&envelope.mail_from, rcpt, message).await {
-                Outcome::Accepted { reply: r, .. } => {
-                    reply(250, (2, 0, 0), format!("relayed to the next hop: {r}"))
+                Outcome::Accepted { reply: r, .. } => reply(
+                    250,
+                    EnhancedStatus::new(2, 0, 0),
+                    format!("relayed to the next hop: {r}"),
+                ),
+                Outcome::Written { .. } => {
+                    reply(250, EnhancedStatus::new(2, 0, 0), "written to the outbox")
                 }
-                Outcome::Written { .. } => reply(250, (2, 0, 0), "written to the outbox"),
-                Outcome::Temporary { reply: r } => reply(451, (4, 4, 1), format!("next hop: {r}")),
-                Outcome::Permanent {
-                    code,
-                    enhanced,
-                    reply: r,
-                } => Reply {
-                    code,
-                    enhanced: enhanced.or(Some((5, 0, 0))),
+                Outcome::Temporary { reason } => reply(
+                    451,
+                    EnhancedStatus::new(4, 4, 1),
+                    format!("next hop: {reason}"),
+                ),
+                Outcome::Permanent { reply: r } => Reply {
+                    code: r.code,
+                    enhanced: r.enhanced.or(Some(EnhancedStatus::new(5, 0, 0))),
                     text: format!("next hop: {r}"),
                 },
             });
@@ -379,14 +388,29 @@ mod tests {
     fn receiver_statuses_become_the_replies_of_the_design_table() {
         let code = |s: &str| {
             let r = reply_for(&s.parse().unwrap(), None);
-            (r.code, r.enhanced.unwrap())
+            (r.code.get(), r.enhanced.unwrap())
         };
-        assert_eq!(code("2.0;Success"), (250, (2, 0, 0)));
-        assert_eq!(code("1.1;Sent"), (250, (2, 0, 0)));
-        assert_eq!(code("3.7;Invalid calendar user"), (550, (5, 1, 1)));
-        assert_eq!(code("3.8;No authority"), (550, (5, 7, 1)));
-        assert_eq!(code("3.1;Invalid property name"), (554, (5, 6, 0)));
-        assert_eq!(code("5.3;No scheduling support for user"), (550, (5, 1, 1)));
-        assert_eq!(code("5.1;Service unavailable"), (451, (4, 4, 1)));
+        assert_eq!(code("2.0;Success"), (250, EnhancedStatus::new(2, 0, 0)));
+        assert_eq!(code("1.1;Sent"), (250, EnhancedStatus::new(2, 0, 0)));
+        assert_eq!(
+            code("3.7;Invalid calendar user"),
+            (550, EnhancedStatus::new(5, 1, 1))
+        );
+        assert_eq!(
+            code("3.8;No authority"),
+            (550, EnhancedStatus::new(5, 7, 1))
+        );
+        assert_eq!(
+            code("3.1;Invalid property name"),
+            (554, EnhancedStatus::new(5, 6, 0))
+        );
+        assert_eq!(
+            code("5.3;No scheduling support for user"),
+            (550, EnhancedStatus::new(5, 1, 1))
+        );
+        assert_eq!(
+            code("5.1;Service unavailable"),
+            (451, EnhancedStatus::new(4, 4, 1))
+        );
     }
 }
