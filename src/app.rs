@@ -6,11 +6,11 @@ use crate::config::Config;
 use crate::discovery::capability_cache::CapabilityCache;
 use crate::discovery::DnsResolver;
 use crate::imip::authenticate::Authenticator;
-use crate::mail::imip_delivery::ImipDelivery;
-use crate::mail::intake::Intake;
-use crate::mail::listener::Protocol;
-use crate::mail::queue::Mailer;
-use crate::mail::transport::Transport;
+use crate::mail::inbound::intake::Intake;
+use crate::mail::inbound::listener::Protocol;
+use crate::mail::outbound::imip_delivery::ImipDelivery;
+use crate::mail::outbound::queue::Mailer;
+use crate::mail::outbound::transport::Transport;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::mail_listeners::MailListenerService;
 use crate::proxy::own_capabilities::OwnCapabilities;
@@ -87,7 +87,7 @@ pub fn scheduling(config: Config) -> Result<Scheduling, StartError> {
         smtp.helo.clone(),
         smtp.timeout,
     )
-    .map_err(StartError::Mail)?
+    .map_err(|e| StartError::Mail(e.to_string()))?
     .with_direct_port(smtp.direct_port);
     let mailer = Arc::new(Mailer {
         transport,

@@ -19,4 +19,5 @@ pub mod mail;
 pub mod proxy;
 pub mod routing;
 pub mod scheduling;
+pub mod smtp;
 pub mod store;

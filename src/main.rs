@@ -7,12 +7,14 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ischedule_bridge::config::Config;
 use ischedule_bridge::itip::CalAddress;
-use ischedule_bridge::mail::listener::{Delivery, Envelope, Reply};
-use ischedule_bridge::mail::{lmtp_client, queue_admin};
+use ischedule_bridge::mail::inbound::listener::{Delivery, Envelope};
+use ischedule_bridge::mail::inbound::lmtp_client;
+use ischedule_bridge::mail::outbound::queue_admin;
 use ischedule_bridge::proxy::forward::Forwarder;
 use ischedule_bridge::proxy::upstream::{Endpoint, Request};
 use ischedule_bridge::routing::explain::{self, ReceiverCheck};
 use ischedule_bridge::routing::Decision;
+use ischedule_bridge::smtp::{EnhancedStatus, SmtpReply};
 use ischedule_bridge::store::StoreError;
 use ischedule_bridge::{app, proxy::own_capabilities::OwnCapabilities};
 use pingora::services::background::background_service;
@@ -461,7 +463,7 @@ fn ingest(
                 refused
                     .into_iter()
                     .map(|r| r.or_else(|| delivered.next()).unwrap_or_else(no_reply))
-                    .collect::<Vec<Reply>>()
+                    .collect::<Vec<SmtpReply>>()
             })
         }
         // A running bridge holds the store: hand the mail to its LMTP listener.
@@ -476,33 +478,33 @@ fn ingest(
     Ok(ExitCode::from(exit_code(&rcpts, &replies)))
 }
 
-fn no_reply() -> Reply {
-    Reply {
-        code: 451,
-        enhanced: Some((4, 3, 0)),
-        text: "no reply for this recipient".into(),
-    }
+fn no_reply() -> SmtpReply {
+    SmtpReply::new(
+        451,
+        Some(EnhancedStatus::new(4, 3, 0)),
+        "no reply for this recipient",
+    )
 }
 
 /// One exit code for the whole message: any temporary failure asks the MTA
 /// to retry; otherwise a permanent one says whether the user or the data
 /// was wrong. The first failure is the one-line reason on stderr.
-fn exit_code(rcpts: &[String], replies: &[Reply]) -> u8 {
-    let failures: Vec<(&String, &Reply)> = rcpts
+fn exit_code(rcpts: &[String], replies: &[SmtpReply]) -> u8 {
+    let failures: Vec<(&String, &SmtpReply)> = rcpts
         .iter()
         .zip(replies)
-        .filter(|(_, r)| r.code >= 400)
+        .filter(|(_, r)| r.code.class() >= 4)
         .collect();
     let Some((rcpt, first)) = failures.first() else {
         return 0;
     };
     eprintln!("ischedule-bridge ingest: {rcpt}: {first}");
-    if failures.iter().any(|(_, r)| r.code < 500) {
+    if failures.iter().any(|(_, r)| r.code.class() < 5) {
         EX_TEMPFAIL
-    } else if failures
-        .iter()
-        .all(|(_, r)| matches!(r.enhanced, Some((5, 1, _))))
-    {
+    } else if failures.iter().all(|(_, r)| {
+        r.enhanced
+            .is_some_and(|e| e.class() == 5 && e.subject() == 1)
+    }) {
         EX_NOUSER
     } else {
         EX_DATAERR

@@ -10,6 +10,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
 use support::{
     calendar_part, free_port, http, ical_day, itip, schedule_post, statuses, swaks, Bridge, Certs,
     Cyrus, Dns, SmtpSink, Zone,
@@ -41,7 +44,7 @@ fn put_event(cyrus: &Cyrus, user: &str, uid: &str, attendee: &str) {
     )
     .replace("METHOD:REQUEST\r\n", "");
     let path = format!("/dav/calendars/user/{user}/Default/{uid}.ics");
-    let auth = format!("Basic {}", base64(&format!("{user}:x")));
+    let auth = format!("Basic {}", STANDARD.encode(format!("{user}:x")));
     let r = http(
         cyrus.http_port,
         "PUT",
@@ -55,25 +58,6 @@ fn put_event(cyrus: &Cyrus, user: &str, uid: &str, attendee: &str) {
         r.status,
         r.text()
     );
-}
-
-fn base64(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    b.chunks(3)
-        .flat_map(|c| {
-            let n = (u32::from(c[0]) << 16)
-                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-                | u32::from(*c.get(2).unwrap_or(&0));
-            (0..4).map(move |i| {
-                if i <= c.len() {
-                    T[(n >> (18 - 6 * i) & 63) as usize] as char
-                } else {
-                    '='
-                }
-            })
-        })
-        .collect()
 }
 
 /// The PARTSTAT of `attendee` in bob's copy of event `uid`.

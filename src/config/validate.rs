@@ -17,8 +17,7 @@ use super::{
 };
 use crate::itip::CalAddress;
 use crate::itip::Stamp;
-use crate::mail::status_map::StatusMap;
-use crate::mail::transport;
+use crate::smtp::StatusMap;
 
 /// A configuration error: which file, which key, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -323,8 +322,8 @@ fn mail(c: &Checker, m: file::Mail, imip: &Imip) -> Result<Mail, ConfigError> {
     let next_hop = m
         .next_hop
         .map(|hop| {
-            transport::Route::parse(Some(&hop), Path::new(""))
-                .map_err(|why| c.err("mail.next_hop", why))
+            crate::smtp::Route::parse(Some(&hop), Path::new(""))
+                .map_err(|why| c.err("mail.next_hop", why.to_string()))
         })
         .transpose()?;
     Ok(Mail {
@@ -361,8 +360,8 @@ fn smtp(c: &Checker, s: file::Smtp) -> Result<Smtp, ConfigError> {
         s.from.as_deref().unwrap_or("calendar-bridge@localhost"),
     )?;
     let outbox = c.base.join(s.outbox.unwrap_or_else(|| "outbox".into()));
-    let route = transport::Route::parse(s.relay.as_deref(), &outbox)
-        .map_err(|why| c.err("smtp.relay", why))?;
+    let route = crate::smtp::Route::parse(s.relay.as_deref(), &outbox)
+        .map_err(|why| c.err("smtp.relay", why.to_string()))?;
     let status_map = match s.status_map {
         None => StatusMap::embedded(),
         Some(f) => {

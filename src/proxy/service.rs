@@ -19,7 +19,7 @@ use crate::discovery::WELL_KNOWN_PATH;
 use crate::ischedule::request::{self, SchedulingRequest};
 use crate::ischedule::xml::error_document;
 use crate::ischedule::{headers, IsError, Rejection, VERSION};
-use crate::mail::queue_admin;
+use crate::mail::outbound::queue_admin;
 use crate::scheduling::sender::{self, Sender};
 use crate::scheduling::{unix_now, MailPolicy, Scheduled, Scheduler};
 

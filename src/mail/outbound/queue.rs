@@ -8,11 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::status_map::StatusMap;
-use super::transport::{Outcome, Transport};
+use super::transport::Transport;
 use crate::config;
 use crate::imip::outbound::Composed;
 use crate::ischedule::RequestStatus;
+use crate::smtp::{Outcome, StatusMap};
 use crate::store::{QueuedMail, Store, StoreError, UnixTime};
 
 /// How many due messages one pass of the worker takes.
@@ -50,7 +50,7 @@ impl Mailer {
             .transport
             .send(&mail.envelope_from, &mail.recipient, &mail.message)
             .await;
-        let Outcome::Temporary { reply } = &outcome else {
+        let Outcome::Temporary { reason } = &outcome else {
             return self.status_map.status(&outcome, &mail.recipient);
         };
         let queued = QueuedMail {
@@ -60,7 +60,7 @@ impl Mailer {
             attempts: 1,
             queued_at: now,
             next_attempt: now + backoff(&self.queue, 1).as_secs(),
-            last_error: Some(reply.clone()),
+            last_error: Some(reason.to_string()),
             notice: mail.notice,
         };
         match self.store.enqueue(&queued) {
@@ -75,7 +75,7 @@ impl Mailer {
             Err(e) => (
                 RequestStatus::service_unavailable(),
                 format!(
-                    "mail to {} failed ({reply}) and could not be queued: {e}",
+                    "mail to {} failed ({reason}) and could not be queued: {e}",
                     mail.recipient
                 ),
             ),
@@ -101,16 +101,17 @@ impl Mailer {
                     tracing::info!(target: "ischedule::queue", id, recipient = %mail.recipient, path = %path.display(), "written");
                     self.store.remove(id)?;
                 }
-                Outcome::Temporary { reply }
+                Outcome::Temporary { reason }
                     if now < mail.queued_at + self.queue.max_age.as_secs() =>
                 {
                     let next = now + backoff(&self.queue, attempts).as_secs();
-                    tracing::info!(target: "ischedule::queue", id, recipient = %mail.recipient, attempts, next_attempt = next, reply = %reply, "deferred");
-                    self.store.reschedule(id, next, attempts, reply)?;
+                    tracing::info!(target: "ischedule::queue", id, recipient = %mail.recipient, attempts, next_attempt = next, reply = %reason, "deferred");
+                    self.store
+                        .reschedule(id, next, attempts, &reason.to_string())?;
                 }
-                Outcome::Temporary { reply } => {
+                Outcome::Temporary { reason } => {
                     let why = format!(
-                        "mail to {} not delivered after {attempts} attempts over {} s: {reply}",
+                        "mail to {} not delivered after {attempts} attempts over {} s: {reason}",
                         mail.recipient,
                         now.saturating_sub(mail.queued_at)
                     );
