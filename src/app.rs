@@ -94,6 +94,7 @@ pub fn scheduling(config: Config) -> Result<Scheduling, StartError> {
         store: store.clone(),
         status_map: smtp.status_map.clone(),
         queue: core.config.queue.clone(),
+        wake: Default::default(),
     });
     let mail = Arc::new(ImipDelivery {
         config: core.config.clone(),

@@ -663,3 +663,72 @@ fn an_smtp_retry_after_a_deferral_posts_only_to_the_receivers_not_yet_done() {
     assert_eq!(dave_posts, 1, "dave's receiver already had the invitation");
     assert_eq!(alice_posts, 1);
 }
+
+#[test]
+fn the_answer_to_data_does_not_wait_for_the_bridges_own_smtp() {
+    // A relay that takes the connection and never says a word: sending the
+    // DSN there would hold the 250 for `smtp.timeout_secs`.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay = silent.local_addr().unwrap().port();
+    let _held = std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(60));
+        drop(held);
+    });
+    let cyrus = Cyrus::start("cyrus.test", &["bob", "dave"], None);
+    let (port, smtp) = (free_port(), free_port());
+    let bridge = Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[domains]\nlocal = [\"cyrus.test\"]\n\
+             [smtp]\nrelay = \"smtp://127.0.0.1:{relay}\"\nfrom = \"calendar-bridge@bridge.test\"\ntimeout_secs = 20\n\
+             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\nlocal_clients = [\"127.0.0.1/32\"]\n\
+             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
+            cyrus.http_port
+        ),
+    );
+    let to = ["mailto:dave@cyrus.test", "mailto:nobody@cyrus.test"];
+    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
+    let calendar = itip("REQUEST", "VEVENT", BOB, &attendees, "prompt");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("invite.eml");
+    std::fs::write(
+        &path,
+        format!(
+            "From: bob@cyrus.test\r\nTo: dave@cyrus.test, nobody@cyrus.test\r\nSubject: Invitation\r\n\
+             Message-ID: <prompt-1@cyrus.test>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n{calendar}"
+        ),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let (ok, transcript) = swaks(
+        smtp,
+        "owner@sink.test",
+        &["dave@cyrus.test", "nobody@cyrus.test"],
+        &path,
+        &[],
+    );
+    let waited = started.elapsed();
+    assert!(ok, "{transcript}");
+    assert!(
+        transcript.contains("<-  250 2.0.0 message accepted for some recipients"),
+        "{transcript}"
+    );
+    println!(
+        "250 after {:.1} s with the relay silent",
+        waited.as_secs_f64()
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "the 250 waited {waited:?} on the bridge's own SMTP (timeout 20 s)"
+    );
+    // The promised DSN is in the durable queue, not lost.
+    let queue = http(port, "GET", "/.ischedule-bridge/queue", &[], b"");
+    assert!(
+        queue.text().contains("\"recipient\":\"owner@sink.test\""),
+        "{}\n{}",
+        queue.text(),
+        bridge.log()
+    );
+}

@@ -82,6 +82,7 @@ impl BackgroundService for QueueWorker {
             let sleep = self.pass().await;
             tokio::select! {
                 _ = shutdown.changed() => return,
+                _ = self.mailer.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
             }
         }

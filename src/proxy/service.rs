@@ -57,8 +57,11 @@ impl BridgeService {
             return Kind::Options;
         }
         if !is_receiver {
-            let ours = receiver.contains(&Claim::Near)
-                || paths::claim(&path, queue_admin::ADMIN_PATH) != Claim::None;
+            // The admin folder is the bridge's as a whole, like the receivers'.
+            let admin = queue_admin::ADMIN_PATH
+                .rsplit_once('/')
+                .map_or(queue_admin::ADMIN_PATH, |(folder, _)| folder);
+            let ours = receiver.contains(&Claim::Near) || paths::claim(&path, admin) != Claim::None;
             return if ours {
                 Kind::NotFound
             } else {

@@ -17,7 +17,7 @@ use crate::imip::to_ischedule::{self, Refusal};
 use crate::ischedule::{RequestStatus, StatusCode};
 use crate::itip::{CalAddress, ItipMessage, Role};
 use crate::mail::outbound::dsn;
-use crate::mail::outbound::queue::Mailer;
+use crate::mail::outbound::queue::{Mailer, NotQueued};
 use crate::mail::outbound::transport::Transport;
 use crate::scheduling::{unix_now, MailPolicy, Scheduler, Sender};
 use crate::smtp::{EnhancedStatus, Outcome, SmtpReply};
@@ -113,17 +113,28 @@ impl Delivery for Intake {
     ) {
         let config = &self.scheduler.config;
         let report = dsn::build(&config.mail.hostname, &envelope.mail_from, message, failed);
-        // The mailer queues the report when the first attempt fails for now,
-        // as for any mail: the 250 already sent promised it. A DSN has the
-        // null sender, so it can never bounce back here.
+        // The 250 that follows promises the report: it is stored before
+        // that answer and sent by the queue worker, so the client does not
+        // wait on the bridge's own SMTP. Only when it cannot be stored is it
+        // sent here and now. A DSN has the null sender, so it can never
+        // bounce back here.
         let report = Composed {
             envelope_from: String::new(),
             recipient: envelope.mail_from.clone(),
             message: report,
             notice: None,
         };
-        let (status, why) = self.mailer.deliver(report, unix_now()).await;
-        tracing::info!(target: "ischedule::mail", to = %envelope.mail_from, failed = failed.len(), status = %status, why = %why, "delivery status notification");
+        let to = &envelope.mail_from;
+        match self.mailer.queue_now(report, unix_now()) {
+            Ok(id) => {
+                tracing::info!(target: "ischedule::mail", to = %to, failed = failed.len(), queued = id, "delivery status notification queued");
+            }
+            Err(not_queued) => {
+                let NotQueued { error: e, mail } = *not_queued;
+                let (status, why) = self.mailer.deliver(mail, unix_now()).await;
+                tracing::warn!(target: "ischedule::mail", to = %to, failed = failed.len(), error = %e, status = %status, why = %why, "delivery status notification not queued, sent at once");
+            }
+        }
     }
 
     fn check_credentials(&self, user: &str, password: &str) -> bool {

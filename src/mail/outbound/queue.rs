@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use super::transport::Transport;
 use crate::config;
 use crate::imip::outbound::Composed;
@@ -23,6 +25,8 @@ pub struct Mailer {
     pub store: Arc<dyn Store>,
     pub status_map: StatusMap,
     pub queue: config::Queue,
+    /// Wakes the queue worker when mail is queued to go out at once.
+    pub wake: Notify,
 }
 
 /// A queued message that will not be delivered, for the organizer's notice.
@@ -32,6 +36,14 @@ pub struct GivenUp {
     pub mail: QueuedMail,
     pub status: RequestStatus,
     pub why: String,
+}
+
+/// Mail the store would not take, handed back so that it can still be sent
+/// some other way.
+#[derive(Debug)]
+pub struct NotQueued {
+    pub error: StoreError,
+    pub mail: Composed,
 }
 
 /// Exponential back-off: `first_retry` doubled per attempt, at most `max_retry`.
@@ -79,6 +91,37 @@ impl Mailer {
                     mail.recipient
                 ),
             ),
+        }
+    }
+
+    /// Stores `mail` to go out on the worker's next pass, without waiting
+    /// for the mail server: for mail the bridge already promised (the DSN
+    /// behind a 250), where the promise must not wait on an SMTP session.
+    pub fn queue_now(&self, mail: Composed, now: UnixTime) -> Result<u64, Box<NotQueued>> {
+        let queued = QueuedMail {
+            envelope_from: mail.envelope_from,
+            recipient: mail.recipient,
+            message: mail.message,
+            attempts: 0,
+            queued_at: now,
+            next_attempt: now,
+            last_error: None,
+            notice: mail.notice,
+        };
+        match self.store.enqueue(&queued) {
+            Ok(id) => {
+                self.wake.notify_one();
+                Ok(id)
+            }
+            Err(error) => Err(Box::new(NotQueued {
+                error,
+                mail: Composed {
+                    envelope_from: queued.envelope_from,
+                    recipient: queued.recipient,
+                    message: queued.message,
+                    notice: queued.notice,
+                },
+            })),
         }
     }
 
