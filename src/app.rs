@@ -5,12 +5,12 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::discovery::capability_cache::CapabilityCache;
 use crate::discovery::DnsResolver;
-use crate::imip::authenticate::Authenticator;
+use crate::imip::authenticate::{AuthError, Authenticator};
 use crate::mail::inbound::intake::Intake;
 use crate::mail::inbound::listener::Protocol;
 use crate::mail::outbound::imip_delivery::ImipDelivery;
 use crate::mail::outbound::queue::Mailer;
-use crate::mail::outbound::transport::Transport;
+use crate::mail::outbound::transport::{Transport, TransportError};
 use crate::proxy::forward::Forwarder;
 use crate::proxy::mail_listeners::MailListenerService;
 use crate::proxy::own_capabilities::OwnCapabilities;
@@ -30,7 +30,11 @@ pub enum StartError {
     #[error("state store: {0}")]
     Store(#[from] StoreError),
     #[error("outbound mail: {0}")]
-    Mail(String),
+    Mail(#[source] TransportError),
+    #[error("mail.next_hop: {0}")]
+    NextHop(#[source] TransportError),
+    #[error("sender authentication: {0}")]
+    Authentication(#[from] AuthError),
 }
 
 /// What routing and native forwarding need, and nothing that holds state
@@ -87,7 +91,7 @@ pub fn scheduling(config: Config) -> Result<Scheduling, StartError> {
         smtp.helo.clone(),
         smtp.timeout,
     )
-    .map_err(|e| StartError::Mail(e.to_string()))?
+    .map_err(StartError::Mail)?
     .with_direct_port(smtp.direct_port);
     let mailer = Arc::new(Mailer {
         transport,
@@ -115,8 +119,7 @@ pub fn scheduling(config: Config) -> Result<Scheduling, StartError> {
 pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
     let scheduler = scheduling.scheduler.clone();
     let config = scheduler.config.clone();
-    let authenticator = Authenticator::new(&config.dns.nameservers, config.timeouts.dns)
-        .map_err(|e| StartError::Mail(format!("sender authentication: {e}")))?;
+    let authenticator = Authenticator::new(&config.dns.nameservers, config.timeouts.dns)?;
     let next_hop = config
         .mail
         .next_hop
@@ -130,7 +133,7 @@ pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
             )
         })
         .transpose()
-        .map_err(|e| StartError::Mail(format!("mail.next_hop: {e}")))?;
+        .map_err(StartError::NextHop)?;
     Ok(Intake {
         scheduler,
         mailer: scheduling.mailer.clone(),
