@@ -11,6 +11,7 @@ use crate::mail::inbound::listener::Protocol;
 use crate::mail::outbound::imip_delivery::ImipDelivery;
 use crate::mail::outbound::queue::Mailer;
 use crate::mail::outbound::transport::{Transport, TransportError};
+use crate::proxy::admin::AdminApp;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::mail_listeners::MailListenerService;
 use crate::proxy::own_capabilities::OwnCapabilities;
@@ -146,6 +147,8 @@ pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
 /// mail listeners, sharing one scheduler.
 pub struct Services {
     pub http: BridgeService,
+    /// The admin listener's address and application, when configured.
+    pub admin: Option<(std::net::SocketAddr, AdminApp)>,
     pub worker: QueueWorker,
     pub mail: Vec<MailListenerService>,
 }
@@ -178,7 +181,20 @@ pub fn services(config: Config) -> Result<Services, StartError> {
             }
         }
     }
+    let server = &mail_config.server;
+    let admin = server.admin_listen.map(|addr| {
+        let listeners = server
+            .listen
+            .iter()
+            .copied()
+            .chain(server.tls.iter().map(|t| t.listen))
+            .chain(listeners.iter().filter_map(|(_, a)| *a))
+            .collect();
+        let store = scheduler.store.clone();
+        (addr, AdminApp { store, listeners })
+    });
     Ok(Services {
+        admin,
         http: BridgeService { scheduler, own },
         worker,
         mail,

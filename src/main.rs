@@ -186,6 +186,11 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("TLS listener {}", t.listen))?;
     }
     server.add_service(proxy);
+    if let Some((addr, app)) = services.admin {
+        let mut admin = pingora::services::listening::Service::new("admin".into(), app);
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
     server.add_service(background_service("imip queue", services.worker));
     for listener in services.mail {
         server.add_service(background_service("mail listener", listener));

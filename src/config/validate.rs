@@ -473,11 +473,16 @@ fn server(c: &Checker, s: file::Server) -> Result<Server, ConfigError> {
         ));
     }
     let origin = s.origin.map(|o| c.url("server.origin", &o)).transpose()?;
+    let admin_listen = s
+        .admin_listen
+        .map(|a| c.socket("server.admin_listen", &a))
+        .transpose()?;
     Ok(Server {
         listen,
         tls,
         path,
         origin,
+        admin_listen,
     })
 }
 
