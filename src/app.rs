@@ -5,12 +5,13 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::discovery::capability_cache::CapabilityCache;
 use crate::discovery::DnsResolver;
-use crate::imip::authenticate::Authenticator;
-use crate::mail::imip_delivery::ImipDelivery;
-use crate::mail::intake::Intake;
-use crate::mail::listener::Protocol;
-use crate::mail::queue::Mailer;
-use crate::mail::transport::Transport;
+use crate::imip::authenticate::{AuthError, Authenticator};
+use crate::mail::inbound::intake::Intake;
+use crate::mail::inbound::listener::Protocol;
+use crate::mail::outbound::imip_delivery::ImipDelivery;
+use crate::mail::outbound::queue::Mailer;
+use crate::mail::outbound::transport::{Transport, TransportError};
+use crate::proxy::admin::AdminApp;
 use crate::proxy::dkim_keys::KeyFetcher;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::mail_listeners::MailListenerService;
@@ -31,7 +32,11 @@ pub enum StartError {
     #[error("state store: {0}")]
     Store(#[from] StoreError),
     #[error("outbound mail: {0}")]
-    Mail(String),
+    Mail(#[source] TransportError),
+    #[error("mail.next_hop: {0}")]
+    NextHop(#[source] TransportError),
+    #[error("sender authentication: {0}")]
+    Authentication(#[from] AuthError),
 }
 
 /// What routing and native forwarding need, and nothing that holds state
@@ -98,6 +103,7 @@ fn scheduling_on(core: Core) -> Result<Scheduling, StartError> {
         store: store.clone(),
         status_map: smtp.status_map.clone(),
         queue: core.config.queue.clone(),
+        wake: Default::default(),
     });
     let mail = Arc::new(ImipDelivery {
         config: core.config.clone(),
@@ -118,8 +124,7 @@ fn scheduling_on(core: Core) -> Result<Scheduling, StartError> {
 pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
     let scheduler = scheduling.scheduler.clone();
     let config = scheduler.config.clone();
-    let authenticator = Authenticator::new(&config.dns.nameservers, config.timeouts.dns)
-        .map_err(|e| StartError::Mail(format!("sender authentication: {e}")))?;
+    let authenticator = Authenticator::new(&config.dns.nameservers, config.timeouts.dns)?;
     let next_hop = config
         .mail
         .next_hop
@@ -133,7 +138,7 @@ pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
             )
         })
         .transpose()
-        .map_err(|e| StartError::Mail(format!("mail.next_hop: {e}")))?;
+        .map_err(StartError::NextHop)?;
     Ok(Intake {
         scheduler,
         mailer: scheduling.mailer.clone(),
@@ -146,6 +151,8 @@ pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
 /// mail listeners, sharing one scheduler.
 pub struct Services {
     pub http: BridgeService,
+    /// The admin listener's address and application, when configured.
+    pub admin: Option<(std::net::SocketAddr, AdminApp)>,
     pub worker: QueueWorker,
     pub mail: Vec<MailListenerService>,
 }
@@ -184,7 +191,20 @@ pub fn services(config: Config) -> Result<Services, StartError> {
             }
         }
     }
+    let server = &mail_config.server;
+    let admin = server.admin_listen.map(|addr| {
+        let listeners = server
+            .listen
+            .iter()
+            .copied()
+            .chain(server.tls.iter().map(|t| t.listen))
+            .chain(listeners.iter().filter_map(|(_, a)| *a))
+            .collect();
+        let store = scheduler.store.clone();
+        (addr, AdminApp { store, listeners })
+    });
     Ok(Services {
+        admin,
         http: BridgeService {
             scheduler,
             own,

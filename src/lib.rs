@@ -4,9 +4,10 @@
 //! Modules are listed from the ground up; each may use only those above it
 //! in this list (README "Layering", checked by `tests/layering.rs`):
 //! `digest`, `itip` (iCalendar and iTIP), `ischedule` (the HTTP protocol),
-//! `dkim` (signing and verifying iSchedule requests), `config`, `store`, `discovery`, `routing`, `scheduling` (the
-//! transport-neutral core), `imip` (iTIP as mail), `mail` (SMTP in and out),
-//! `proxy` (the Pingora adapters) and `app` (the wiring).
+//! `smtp` (SMTP vocabulary), `dkim` (signing and verifying iSchedule
+//! requests), `config`, `store`, `discovery`, `routing`, `scheduling` (the
+//! transport-neutral core), `imip` (iTIP as mail), `mail` (SMTP in and
+//! out), `proxy` (the Pingora adapters) and `app` (the wiring).
 
 pub mod app;
 pub mod config;
@@ -17,7 +18,9 @@ pub mod imip;
 pub mod ischedule;
 pub mod itip;
 pub mod mail;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod scheduling;
+pub mod smtp;
 pub mod store;

@@ -8,12 +8,14 @@ use clap::{Parser, Subcommand};
 use ischedule_bridge::config::{Config, DkimPolicy};
 use ischedule_bridge::dkim::{self, KeyRecord, SigningKey};
 use ischedule_bridge::itip::CalAddress;
-use ischedule_bridge::mail::listener::{Delivery, Envelope, Reply};
-use ischedule_bridge::mail::{lmtp_client, queue_admin};
+use ischedule_bridge::mail::inbound::listener::{Delivery, Envelope};
+use ischedule_bridge::mail::inbound::lmtp_client;
+use ischedule_bridge::mail::outbound::queue_admin;
 use ischedule_bridge::proxy::forward::Forwarder;
 use ischedule_bridge::proxy::upstream::{Endpoint, Request};
 use ischedule_bridge::routing::explain::{self, ReceiverCheck};
 use ischedule_bridge::routing::Decision;
+use ischedule_bridge::smtp::{EnhancedStatus, SmtpReply};
 use ischedule_bridge::store::StoreError;
 use ischedule_bridge::{app, proxy::own_capabilities::OwnCapabilities};
 use pingora::services::background::background_service;
@@ -33,6 +35,7 @@ struct Cli {
 enum Command {
     /// Run the bridge (embedded default configuration without --config).
     Serve {
+        /// The configuration file (TOML); without it, the embedded default.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Log one JSON object per line instead of text.
@@ -41,11 +44,13 @@ enum Command {
     },
     /// Validate a configuration and print a summary.
     Check {
+        /// The configuration file (TOML) to check.
         #[arg(long)]
         config: PathBuf,
     },
     /// Explain how each calendar user address would be routed.
     Route {
+        /// The configuration file (TOML); without it, the embedded default.
         #[arg(long)]
         config: Option<PathBuf>,
         /// One JSON object per address.
@@ -54,12 +59,14 @@ enum Command {
         /// Do not contact receivers for their capabilities.
         #[arg(long)]
         no_capabilities: bool,
+        /// Calendar user addresses, such as mailto:bob@example.com.
         #[arg(required = true)]
         addresses: Vec<String>,
     },
     /// Deliver one iMIP mail from standard input, as an MTA pipe transport
     /// does; exits 0, 65 (EX_DATAERR), 67 (EX_NOUSER) or 75 (EX_TEMPFAIL).
     Ingest {
+        /// The configuration file (TOML); without it, the embedded default.
         #[arg(long)]
         config: Option<PathBuf>,
         /// The envelope sender (MAIL FROM); empty for the null sender.
@@ -79,6 +86,7 @@ enum Command {
     /// Inspect and manage the outbound mail queue (through the running
     /// bridge when there is one, else directly on its state).
     Queue {
+        /// The configuration file (TOML); without it, the embedded default.
         #[arg(long)]
         config: Option<PathBuf>,
         /// JSON instead of a table.
@@ -99,13 +107,16 @@ enum DkimAction {
     /// Write a new RSA signing key (PKCS#8 PEM, mode 0600) and print the
     /// DNS TXT record and well-known URL that publish its public half.
     Keygen {
+        /// The domain the key signs for (d=).
         #[arg(long)]
         domain: String,
+        /// The selector (s=): the key record is published at <selector>._domainkey.<domain>.
         #[arg(long)]
         selector: String,
         /// Where to write the key (default: <selector>.<domain>.pem); never overwritten.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// RSA modulus size: 2048, 3072 or 4096.
         #[arg(long, default_value_t = 2048)]
         bits: u32,
     },
@@ -116,9 +127,15 @@ enum QueueAction {
     /// Every queued message: id, attempts, next attempt, recipient, last error.
     List,
     /// Make a message due now.
-    Retry { id: u64 },
+    Retry {
+        /// The message's id, as `queue list` shows it.
+        id: u64,
+    },
     /// Remove a message without sending it.
-    Drop { id: u64 },
+    Drop {
+        /// The message's id, as `queue list` shows it.
+        id: u64,
+    },
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -217,6 +234,11 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("TLS listener {}", t.listen))?;
     }
     server.add_service(proxy);
+    if let Some((addr, app)) = services.admin {
+        let mut admin = pingora::services::listening::Service::new("admin".into(), app);
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
     server.add_service(background_service("imip queue", services.worker));
     for listener in services.mail {
         server.add_service(background_service("mail listener", listener));
@@ -643,7 +665,7 @@ fn ingest(
                 refused
                     .into_iter()
                     .map(|r| r.or_else(|| delivered.next()).unwrap_or_else(no_reply))
-                    .collect::<Vec<Reply>>()
+                    .collect::<Vec<SmtpReply>>()
             })
         }
         // A running bridge holds the store: hand the mail to its LMTP listener.
@@ -658,35 +680,62 @@ fn ingest(
     Ok(ExitCode::from(exit_code(&rcpts, &replies)))
 }
 
-fn no_reply() -> Reply {
-    Reply {
-        code: 451,
-        enhanced: Some((4, 3, 0)),
-        text: "no reply for this recipient".into(),
-    }
+fn no_reply() -> SmtpReply {
+    SmtpReply::new(
+        451,
+        Some(EnhancedStatus::new(4, 3, 0)),
+        "no reply for this recipient",
+    )
 }
 
 /// One exit code for the whole message: any temporary failure asks the MTA
 /// to retry; otherwise a permanent one says whether the user or the data
 /// was wrong. The first failure is the one-line reason on stderr.
-fn exit_code(rcpts: &[String], replies: &[Reply]) -> u8 {
-    let failures: Vec<(&String, &Reply)> = rcpts
+fn exit_code(rcpts: &[String], replies: &[SmtpReply]) -> u8 {
+    let failures: Vec<(&String, &SmtpReply)> = rcpts
         .iter()
         .zip(replies)
-        .filter(|(_, r)| r.code >= 400)
+        .filter(|(_, r)| r.code.class() >= 4)
         .collect();
     let Some((rcpt, first)) = failures.first() else {
         return 0;
     };
     eprintln!("ischedule-bridge ingest: {rcpt}: {first}");
-    if failures.iter().any(|(_, r)| r.code < 500) {
+    if failures.iter().any(|(_, r)| r.code.class() < 5) {
         EX_TEMPFAIL
-    } else if failures
-        .iter()
-        .all(|(_, r)| matches!(r.enhanced, Some((5, 1, _))))
-    {
+    } else if failures.iter().all(|(_, r)| {
+        r.enhanced
+            .is_some_and(|e| e.class() == 5 && e.subject() == 1)
+    }) {
         EX_NOUSER
     } else {
         EX_DATAERR
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// An admin reads `--help` before the README: every argument says
+    /// what it is for.
+    #[test]
+    fn every_argument_has_help() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if arg.get_help().is_none() && !matches!(arg.get_id().as_str(), "help" | "version")
+                {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "ischedule-bridge", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 }

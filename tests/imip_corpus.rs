@@ -21,6 +21,7 @@ use ischedule_bridge::imip::inbound::{parse, Bounce, Itip, Parsed};
 use ischedule_bridge::itip::edit::insert_organizer;
 use ischedule_bridge::itip::Fault;
 use ischedule_bridge::itip::{ItipMessage, Method, Role};
+use ischedule_bridge::smtp::EnhancedStatus;
 
 /// What a REPLY without ORGANIZER is completed with before it is checked
 /// (the bridge itself uses the reply token or the envelope recipient).
@@ -129,7 +130,7 @@ impl Row {
             },
             Outcome::Bounce(b) => format!(
                 "bounce ({}, {} recipient{}, {})",
-                b.status.as_deref().unwrap_or("no status"),
+                b.status.map_or("no status".to_string(), |s| s.to_string()),
                 b.recipients.len(),
                 if b.recipients.len() == 1 { "" } else { "s" },
                 b.original_message_id
@@ -351,7 +352,7 @@ fn ccs_bounces_name_the_failed_recipient_and_the_original() {
 
     let bare = read("ccs/dsn_failure_no_original");
     assert_eq!(bare.recipients, ["nonexistant@example.com"]);
-    assert_eq!(bare.status.as_deref(), Some("5.0.0"));
+    assert_eq!(bare.status, Some(EnhancedStatus::new(5, 0, 0)));
     let diagnostic = bare.diagnostic.as_deref().unwrap_or_default();
     assert!(
         diagnostic.starts_with("host elderberry.example.com[17.128.115.181] said: 550 5.1.1"),

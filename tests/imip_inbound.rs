@@ -10,6 +10,9 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
 use support::{
     calendar_part, free_port, http, ical_day, itip, schedule_post, statuses, swaks, Bridge, Certs,
     Cyrus, Dns, SmtpSink, Zone,
@@ -41,7 +44,7 @@ fn put_event(cyrus: &Cyrus, user: &str, uid: &str, attendee: &str) {
     )
     .replace("METHOD:REQUEST\r\n", "");
     let path = format!("/dav/calendars/user/{user}/Default/{uid}.ics");
-    let auth = format!("Basic {}", base64(&format!("{user}:x")));
+    let auth = format!("Basic {}", STANDARD.encode(format!("{user}:x")));
     let r = http(
         cyrus.http_port,
         "PUT",
@@ -55,25 +58,6 @@ fn put_event(cyrus: &Cyrus, user: &str, uid: &str, attendee: &str) {
         r.status,
         r.text()
     );
-}
-
-fn base64(s: &str) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    b.chunks(3)
-        .flat_map(|c| {
-            let n = (u32::from(c[0]) << 16)
-                | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-                | u32::from(*c.get(2).unwrap_or(&0));
-            (0..4).map(move |i| {
-                if i <= c.len() {
-                    T[(n >> (18 - 6 * i) & 63) as usize] as char
-                } else {
-                    '='
-                }
-            })
-        })
-        .collect()
 }
 
 /// The PARTSTAT of `attendee` in bob's copy of event `uid`.
@@ -569,20 +553,13 @@ fn a_mixed_smtp_outcome_is_accepted_and_the_failure_reported_by_dsn() {
         ),
     );
     // A local calendar server invites a known and an unknown Cyrus user.
-    let to = ["mailto:dave@cyrus.test", "mailto:nobody@cyrus.test"];
-    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
-    let calendar = itip("REQUEST", "VEVENT", BOB, &attendees, "mixed");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("invite.eml");
-    std::fs::write(
-        &path,
-        format!(
-            "From: bob@cyrus.test\r\nTo: dave@cyrus.test, nobody@cyrus.test\r\nSubject: Invitation\r\n\
-             Message-ID: <mixed-1@cyrus.test>\r\nMIME-Version: 1.0\r\n\
-             Content-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n{calendar}"
-        ),
-    )
-    .unwrap();
+    let path = invitation_mail(
+        dir.path(),
+        &["mailto:dave@cyrus.test", "mailto:nobody@cyrus.test"],
+        "mixed",
+        "mixed-1@cyrus.test",
+    );
     let (ok, transcript) = swaks(
         smtp,
         "owner@sink.test",
@@ -610,5 +587,147 @@ fn a_mixed_smtp_outcome_is_accepted_and_the_failure_reported_by_dsn() {
     assert!(
         !dsn.contains("Final-Recipient: rfc822; dave@cyrus.test"),
         "only the failure is reported"
+    );
+}
+
+/// bob's invitation to `to` as his calendar client would mail it, written
+/// to `dir/invite.eml`.
+fn invitation_mail(dir: &Path, to: &[&str], uid: &str, message_id: &str) -> PathBuf {
+    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
+    let calendar = itip("REQUEST", "VEVENT", BOB, &attendees, uid);
+    let header_to: Vec<&str> = to.iter().map(|a| a.trim_start_matches("mailto:")).collect();
+    let path = dir.join("invite.eml");
+    std::fs::write(
+        &path,
+        format!(
+            "From: bob@cyrus.test\r\nTo: {}\r\nSubject: Invitation\r\n\
+             Message-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n{calendar}",
+            header_to.join(", ")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// A receiver in front of Cyrus that counts what it is sent: a second
+/// bridge, whose log has one `scheduled` line per POST it answered.
+fn counting_receiver(port: u16, cyrus: &Cyrus) -> Bridge {
+    Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
+            cyrus.http_port
+        ),
+    )
+}
+
+fn posts_received(receiver: &Bridge, message_id: &str) -> usize {
+    receiver
+        .log()
+        .lines()
+        .filter(|l| l.contains("scheduled") && l.contains(message_id))
+        .count()
+}
+
+#[test]
+fn an_smtp_retry_after_a_deferral_posts_only_to_the_receivers_not_yet_done() {
+    let cyrus = Cyrus::start("cyrus.test", &["bob", "dave", "alice"], None);
+    let (port, smtp, first, second) = (free_port(), free_port(), free_port(), free_port());
+    // dave's receiver is up; alice's is not running yet.
+    let _bridge = Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[domains]\nlocal = [\"cyrus.test\"]\n\
+             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\nlocal_clients = [\"127.0.0.1/32\"]\n\
+             [[route]]\naddress = \"mailto:dave@cyrus.test\"\nto = \"http://127.0.0.1:{first}/ischedule\"\n\
+             [[route]]\naddress = \"mailto:alice@cyrus.test\"\nto = \"http://127.0.0.1:{second}/ischedule\"\n"
+        ),
+    );
+    let dave_receiver = counting_receiver(first, &cyrus);
+    let dir = tempfile::tempdir().unwrap();
+    let path = invitation_mail(
+        dir.path(),
+        &["mailto:dave@cyrus.test", "mailto:alice@cyrus.test"],
+        "deferred",
+        "deferred-1@cyrus.test",
+    );
+    let rcpts = ["dave@cyrus.test", "alice@cyrus.test"];
+
+    let (ok, transcript) = swaks(smtp, "bob@cyrus.test", &rcpts, &path, &[]);
+    assert!(!ok && transcript.contains("<** 451 4.4.1"), "{transcript}");
+    assert_eq!(posts_received(&dave_receiver, "deferred-1@cyrus.test"), 1);
+
+    let alice_receiver = counting_receiver(second, &cyrus);
+    let (ok, transcript) = swaks(smtp, "bob@cyrus.test", &rcpts, &path, &[]);
+    assert!(ok, "the MTA's retry: {transcript}");
+    let (dave_posts, alice_posts) = (
+        posts_received(&dave_receiver, "deferred-1@cyrus.test"),
+        posts_received(&alice_receiver, "deferred-1@cyrus.test"),
+    );
+    println!("POSTs received: dave's receiver {dave_posts}, alice's receiver {alice_posts}");
+    assert_eq!(dave_posts, 1, "dave's receiver already had the invitation");
+    assert_eq!(alice_posts, 1);
+}
+
+#[test]
+fn the_answer_to_data_does_not_wait_for_the_bridges_own_smtp() {
+    // A relay that takes the connection and never says a word: sending the
+    // DSN there would hold the 250 for `smtp.timeout_secs`.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let relay = silent.local_addr().unwrap().port();
+    let _held = std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(60));
+        drop(held);
+    });
+    let cyrus = Cyrus::start("cyrus.test", &["bob", "dave"], None);
+    let (port, smtp) = (free_port(), free_port());
+    let bridge = Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[domains]\nlocal = [\"cyrus.test\"]\n\
+             [smtp]\nrelay = \"smtp://127.0.0.1:{relay}\"\nfrom = \"calendar-bridge@bridge.test\"\ntimeout_secs = 20\n\
+             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\nlocal_clients = [\"127.0.0.1/32\"]\n\
+             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
+            cyrus.http_port
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = invitation_mail(
+        dir.path(),
+        &["mailto:dave@cyrus.test", "mailto:nobody@cyrus.test"],
+        "prompt",
+        "prompt-1@cyrus.test",
+    );
+    let started = std::time::Instant::now();
+    let (ok, transcript) = swaks(
+        smtp,
+        "owner@sink.test",
+        &["dave@cyrus.test", "nobody@cyrus.test"],
+        &path,
+        &[],
+    );
+    let waited = started.elapsed();
+    assert!(ok, "{transcript}");
+    assert!(
+        transcript.contains("<-  250 2.0.0 message accepted for some recipients"),
+        "{transcript}"
+    );
+    println!(
+        "250 after {:.1} s with the relay silent",
+        waited.as_secs_f64()
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "the 250 waited {waited:?} on the bridge's own SMTP (timeout 20 s)"
+    );
+    // The promised DSN is in the durable queue, not lost.
+    let queue = http(port, "GET", "/.ischedule-bridge/queue", &[], b"");
+    assert!(
+        queue.text().contains("\"recipient\":\"owner@sink.test\""),
+        "{}\n{}",
+        queue.text(),
+        bridge.log()
     );
 }

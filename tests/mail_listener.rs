@@ -1,6 +1,6 @@
-//! The inbound mail listener (`mail::listener`) against real clients: swaks
-//! (Debian `swaks`, with `libnet-ssleay-perl` for its TLS) and Python's
-//! smtplib, SMTP and LMTP; and the DSNs of `mail::dsn` checked by Python's
+//! The inbound mail listener (`mail::inbound::listener`) against real clients:
+//! swaks (Debian `swaks`, with `libnet-ssleay-perl` for its TLS) and Python's
+//! smtplib, SMTP and LMTP; and the DSNs of `mail::outbound::dsn` checked by Python's
 //! `email` package. Nothing is skipped: a missing client fails the test.
 //!
 //! The test delivery takes every recipient at RCPT except `denied*` (550
@@ -16,8 +16,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ischedule_bridge::mail::dsn;
-use ischedule_bridge::mail::listener::{Delivery, Envelope, Limits, Listener, Protocol, Reply};
+use ischedule_bridge::mail::inbound::listener::{Delivery, Envelope, Limits, Listener, Protocol};
+use ischedule_bridge::mail::outbound::dsn;
+use ischedule_bridge::smtp::{EnhancedStatus, SmtpReply};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use support::Certs;
@@ -29,7 +30,7 @@ const HOST: &str = "mx.test";
 #[derive(Debug, Clone)]
 struct Report {
     envelope: Envelope,
-    failed: Vec<(String, Reply)>,
+    failed: Vec<(String, SmtpReply)>,
     dsn: Vec<u8>,
 }
 
@@ -41,14 +42,18 @@ struct Recorder {
 
 #[async_trait::async_trait]
 impl Delivery for Recorder {
-    async fn accept_recipient(&self, _: &Envelope, recipient: &str) -> Result<(), Reply> {
+    async fn accept_recipient(&self, _: &Envelope, recipient: &str) -> Result<(), SmtpReply> {
         if recipient.starts_with("denied") {
-            return Err(Reply::new(550, Some((5, 7, 1)), "relaying denied"));
+            return Err(SmtpReply::new(
+                550,
+                Some(EnhancedStatus::new(5, 7, 1)),
+                "relaying denied",
+            ));
         }
         Ok(())
     }
 
-    async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Vec<Reply> {
+    async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Vec<SmtpReply> {
         self.delivered
             .lock()
             .unwrap()
@@ -58,11 +63,19 @@ impl Delivery for Recorder {
             .iter()
             .map(|r| {
                 if r.starts_with("temp") {
-                    Reply::new(451, Some((4, 4, 1)), "receiver unreachable")
+                    SmtpReply::new(
+                        451,
+                        Some(EnhancedStatus::new(4, 4, 1)),
+                        "receiver unreachable",
+                    )
                 } else if r.starts_with("bad") {
-                    Reply::new(550, Some((5, 1, 1)), "no such calendar user")
+                    SmtpReply::new(
+                        550,
+                        Some(EnhancedStatus::new(5, 1, 1)),
+                        "no such calendar user",
+                    )
                 } else {
-                    Reply::new(250, Some((2, 0, 0)), "delivered")
+                    SmtpReply::new(250, Some(EnhancedStatus::new(2, 0, 0)), "delivered")
                 }
             })
             .collect()
@@ -72,7 +85,7 @@ impl Delivery for Recorder {
         &self,
         envelope: &Envelope,
         message: &[u8],
-        failed: &[(String, Reply)],
+        failed: &[(String, SmtpReply)],
     ) {
         let dsn = dsn::build(HOST, &envelope.mail_from, message, failed);
         self.reported.lock().unwrap().push(Report {

@@ -220,10 +220,16 @@ fn ischedule_paths_are_answered_by_the_bridge_not_the_origin() {
     assert_ne!(serial, cyrus_serial, "the two serials must differ to tell");
 
     // Both the well-known URI and the configured path (/ischedule, which is
-    // also Cyrus's receiver path) are the bridge's.
+    // also Cyrus's receiver path) are the bridge's, however they are spelt:
+    // a spelling passed through would reach Cyrus's own receiver.
     for path in [
         "/.well-known/ischedule?action=capabilities",
         "/ischedule?action=capabilities",
+        "/ischedule/?action=capabilities",
+        "//ischedule?action=capabilities",
+        "/%69schedule?action=capabilities",
+        "/./ischedule?action=capabilities",
+        "/.well-known/ischedule/?action=capabilities",
     ] {
         let r = http(bridge.port, "GET", path, &[], b"");
         assert_eq!(r.status, 200, "{path}: {}", r.text());
@@ -237,6 +243,17 @@ fn ischedule_paths_are_answered_by_the_bridge_not_the_origin() {
         assert!(text.contains("query-result"), "{path}: {text}");
         assert_eq!(serial_of(&text), serial, "{path}: {text}");
         assert_ne!(text, cyrus_caps.text(), "{path}");
+    }
+    // Below the receiver path, or in another letter case: the bridge's name
+    // space, answered 404 by the bridge rather than by the origin.
+    for path in ["/ischedule/x", "/ISCHEDULE", "/.ischedule-bridge/queue7"] {
+        let r = http(bridge.port, "POST", path, &[], b"");
+        assert_eq!(r.status, 404, "{path}");
+        assert!(
+            r.text().starts_with("not an iSchedule resource"),
+            "{path}: {}",
+            r.text()
+        );
     }
     // Cyrus answers the well-known URI with a redirect; the bridge never
     // passes it through.
@@ -261,7 +278,6 @@ fn without_origin_other_paths_are_404_with_an_explanation() {
     for (method, path) in [
         ("GET", "/index.html"),
         ("PROPFIND", "/dav/calendars/user/bob/"),
-        ("POST", "/ischedule/elsewhere"),
     ] {
         let r = http(port, method, path, &[("Depth", "0")], b"");
         assert_eq!(r.status, 404, "{method} {path}: {}", r.text());
@@ -473,5 +489,63 @@ fn unusable_tls_certificate_stops_serve_with_an_error() {
     assert!(
         text.contains("junk.pem"),
         "the error names the file:\n{text}"
+    );
+}
+
+/// An origin that records the head of every request it gets and answers
+/// 200: what the bridge forwards, as the origin sees it.
+fn recording_origin() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            record
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).into_owned());
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn the_shared_secret_never_reaches_the_origin() {
+    let (origin, seen) = recording_origin();
+    let port = free_port();
+    let secret = "0123456789abcdef-secret";
+    let _bridge = Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\norigin = \"http://127.0.0.1:{origin}\"\n\
+             [senders]\nshared_secret = \"{secret}\"\n"
+        ),
+    );
+    let r = http(
+        port,
+        "GET",
+        "/dav/calendars/bob/",
+        &[("X-Bridge-Secret", secret), ("X-Other", "kept")],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let head = seen[0].to_ascii_lowercase();
+    assert!(head.starts_with("get /dav/calendars/bob/ "), "{head}");
+    assert!(head.contains("x-other: kept"), "{head}");
+    assert!(
+        !head.contains("x-bridge-secret") && !head.contains(secret),
+        "the origin saw the secret: {head}"
     );
 }

@@ -671,7 +671,7 @@ fn invalid_scheduling_message() {
         400,
         "invalid-scheduling-message",
         &[
-            &format!("Originator {MALLORY} must match one of the ATTENDEEs {CAROL} of a REPLY"),
+            &format!("Originator {MALLORY} must match the ATTENDEE {CAROL} of a REPLY"),
             "table 1",
         ],
     );

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use ischedule_bridge::config;
 use ischedule_bridge::discovery::DnsResolver;
-use ischedule_bridge::mail::status_map::StatusMap;
-use ischedule_bridge::mail::transport::{AcceptedBy, Outcome, Route, Transport};
+use ischedule_bridge::mail::outbound::transport::Transport;
+use ischedule_bridge::smtp::{AcceptedBy, Deferral, Outcome, Route, StatusMap};
 use support::{Dns, SmtpSink, Zone};
 
 const FROM: &str = "calendar-bridge@bridge.test";
@@ -53,6 +53,20 @@ fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The server's refusal, as the transport reports it.
+fn permanent(reply: &str) -> Outcome {
+    Outcome::Permanent {
+        reply: reply.parse().expect("an SMTP reply"),
+    }
+}
+
+/// The server's 4xx, as the transport reports it.
+fn deferred(reply: &str) -> Outcome {
+    Outcome::Temporary {
+        reason: Deferral::Reply(reply.parse().expect("an SMTP reply")),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_accepts_and_the_sink_stores_the_message() {
     let sink = SmtpSink::start();
@@ -64,7 +78,7 @@ async fn relay_accepts_and_the_sink_stores_the_message() {
         panic!("{outcome:?}")
     };
     assert_eq!(*by, AcceptedBy::Relay);
-    assert!(reply.starts_with("250"), "{reply}");
+    assert!(reply.to_string().starts_with("250"), "{reply}");
     let stored = sink.messages();
     assert_eq!(stored.len(), 1, "{stored:?}");
     let text = read(&stored[0]);
@@ -90,14 +104,7 @@ async fn refusals_are_permanent_or_temporary_as_the_server_says() {
 
     let to = "reject1@x.test";
     let outcome = t.send(FROM, to, &message(to, "reject")).await;
-    assert_eq!(
-        outcome,
-        Outcome::Permanent {
-            code: 550,
-            enhanced: Some((5, 1, 1)),
-            reply: "550 5.1.1 No such user here".into()
-        }
-    );
+    assert_eq!(outcome, permanent("550 5.1.1 No such user here"));
     let (status, description) = map.status(&outcome, to);
     assert_eq!(status.to_string(), "3.7;Invalid calendar user");
     assert_eq!(
@@ -107,22 +114,12 @@ async fn refusals_are_permanent_or_temporary_as_the_server_says() {
 
     let to = "tempfail1@x.test";
     let outcome = t.send(FROM, to, &message(to, "tempfail")).await;
-    assert_eq!(
-        outcome,
-        Outcome::Temporary {
-            reply: "451 4.3.0 Temporary failure, try later".into()
-        }
-    );
+    assert_eq!(outcome, deferred("451 4.3.0 Temporary failure, try later"));
     assert_eq!(map.status(&outcome, to).0.to_string(), "1.0;Pending");
 
     let to = "datafail1@x.test";
     let outcome = t.send(FROM, to, &message(to, "datafail")).await;
-    assert_eq!(
-        outcome,
-        Outcome::Temporary {
-            reply: "452 4.3.1 Insufficient system storage".into()
-        }
-    );
+    assert_eq!(outcome, deferred("452 4.3.1 Insufficient system storage"));
 
     // The refused sessions were closed, not pooled: the next message still goes.
     let to = "bob@x.test";
@@ -141,7 +138,10 @@ async fn relay_down_is_temporary_and_up_again_is_accepted() {
 
     sink.stop();
     let down = t.send(FROM, to, &message(to, "down")).await;
-    let Outcome::Temporary { reply } = &down else {
+    let Outcome::Temporary {
+        reason: Deferral::Failure(reply),
+    } = &down
+    else {
         panic!("{down:?}")
     };
     assert!(
@@ -263,7 +263,10 @@ async fn a_silent_server_is_temporary_within_the_timeout() {
         "{:?}",
         started.elapsed()
     );
-    let Outcome::Temporary { reply } = &outcome else {
+    let Outcome::Temporary {
+        reason: Deferral::Failure(reply),
+    } = &outcome
+    else {
         panic!("{outcome:?}")
     };
     assert!(reply.contains("no result within 0.7 s"), "{reply}");
@@ -336,11 +339,7 @@ async fn direct_delivery_follows_mx_records() {
     assert!(
         matches!(
             outcome,
-            Outcome::Permanent {
-                code: 550,
-                enhanced: Some((5, 1, 1)),
-                ..
-            }
+            Outcome::Permanent { ref reply } if reply.to_string().starts_with("550 5.1.1 ")
         ),
         "{outcome:?}"
     );
@@ -350,11 +349,7 @@ async fn direct_delivery_follows_mx_records() {
     let outcome = t.send(FROM, to, &message(to, "nothing")).await;
     assert_eq!(
         outcome,
-        Outcome::Permanent {
-            code: 550,
-            enhanced: Some((5, 1, 2)),
-            reply: "550 5.1.2 nothing.test has no MX and no address record".into()
-        }
+        permanent("550 5.1.2 nothing.test has no MX and no address record")
     );
     assert_eq!(
         StatusMap::embedded().status(&outcome, to).0.to_string(),
@@ -365,17 +360,16 @@ async fn direct_delivery_follows_mx_records() {
     let outcome = t.send(FROM, to, &message(to, "null")).await;
     assert_eq!(
         outcome,
-        Outcome::Permanent {
-            code: 556,
-            enhanced: Some((5, 1, 10)),
-            reply: "556 5.1.10 null.test accepts no mail (null MX)".into()
-        }
+        permanent("556 5.1.10 null.test accepts no mail (null MX)")
     );
 
     // Every MX unreachable: temporary, and the reply says what was tried.
     let to = "gina@down.test";
     let outcome = t.send(FROM, to, &message(to, "down")).await;
-    let Outcome::Temporary { reply } = &outcome else {
+    let Outcome::Temporary {
+        reason: Deferral::Failure(reply),
+    } = &outcome
+    else {
         panic!("{outcome:?}")
     };
     assert!(

@@ -166,12 +166,12 @@ pub struct Imip {
 #[derive(Debug, Clone)]
 pub struct Smtp {
     /// Relay, the recipients' MX, or the outbox folder.
-    pub route: crate::mail::transport::Route,
+    pub route: crate::smtp::Route,
     /// The bridge's own address: envelope sender and From.
     pub from: String,
     pub helo: Option<String>,
     pub direct_port: u16,
-    pub status_map: crate::mail::status_map::StatusMap,
+    pub status_map: crate::smtp::StatusMap,
     pub timeout: Duration,
 }
 
@@ -189,7 +189,7 @@ pub struct Mail {
     pub local_clients: Vec<IpNet>,
     pub accept: Vec<Accept>,
     /// Where mail that is not turned into iSchedule goes unchanged.
-    pub next_hop: Option<crate::mail::transport::Route>,
+    pub next_hop: Option<crate::smtp::Route>,
     /// STARTTLS certificate chain and key (SMTP listener).
     pub tls: Option<(PathBuf, PathBuf)>,
     /// SMTP AUTH accounts (local clients by password).
@@ -224,6 +224,8 @@ pub struct Server {
     pub path: String,
     /// Where requests that are not iSchedule go, unchanged.
     pub origin: Option<Url>,
+    /// Metrics and health checks (`proxy::admin`); none without it.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]

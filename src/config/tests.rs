@@ -123,3 +123,16 @@ fn dkim_keys_policies_and_their_errors() {
         error("[[dkim.trusted]]\ndomain = \"p.test\"\nselector = \"s\"\npublic_key = \"AAAA\"\n");
     assert_eq!(e.key, "dkim.trusted[0].public_key");
 }
+
+#[test]
+fn the_bridge_writes_from_the_first_local_domain_unless_told() {
+    let parse = |text: &str| Config::parse(text, "t.toml", Path::new(".")).unwrap();
+    let c = parse("[domains]\nlocal = [\"example.com\", \"example.org\"]\n");
+    assert_eq!(c.smtp.from, "calendar-bridge@example.com");
+    assert_eq!(c.imip.token_domain, "example.com");
+    let c = parse("");
+    assert_eq!(c.smtp.from, "calendar-bridge@localhost");
+    let c =
+        parse("[domains]\nlocal = [\"example.com\"]\n[smtp]\nfrom = \"cal@mail.example.com\"\n");
+    assert_eq!(c.smtp.from, "cal@mail.example.com");
+}

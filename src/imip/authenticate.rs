@@ -42,9 +42,8 @@ pub struct Verdict {
     pub from_domain: Option<String>,
     /// Every DKIM signature as (`d=`, passed).
     pub dkim: Vec<(String, bool)>,
-    /// (domain checked, result: "pass", "fail", "softfail", "neutral", "none",
-    /// "temperror", "permerror"); `None` when there was no identity to check.
-    pub spf: Option<(String, String)>,
+    /// (domain checked, result); `None` when there was no identity to check.
+    pub spf: Option<(String, SpfResult)>,
     /// DMARC pass (aligned DKIM or aligned SPF passes, whatever the policy),
     /// or no DMARC record for the From domain but a DKIM pass for exactly it.
     pub dmarc_pass: bool,
@@ -250,8 +249,7 @@ struct SigFinding {
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct SpfFinding {
     domain: String,
-    /// "pass", "fail", "softfail", "neutral", "none", "temperror", "permerror".
-    result: &'static str,
+    result: SpfResult,
     detail: Option<String>,
 }
 
@@ -263,16 +261,16 @@ enum DmarcFinding {
     Pass {
         dkim: bool,
         spf: bool,
-        policy: &'static str,
+        policy: Policy,
     },
     /// No DMARC record anywhere in the From domain's tree.
     NoRecord,
     /// A record exists and no aligned identifier passed.
-    Fail { policy: &'static str },
+    Fail { policy: Policy },
     /// DNS failed where it mattered.
-    TempError(String),
+    TempError(mail_auth::Error),
     /// The DMARC evaluation itself failed permanently.
-    PermError(String),
+    PermError(mail_auth::Error),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -417,28 +415,18 @@ fn spf_finding(output: &SpfOutput, ip: IpAddr) -> Option<SpfFinding> {
     if domain.is_empty() {
         return None;
     }
-    let (result, detail) = match output.result() {
-        SpfResult::Pass => ("pass", None),
-        SpfResult::Fail => ("fail", Some(format!("{ip} not permitted by {domain}"))),
-        SpfResult::SoftFail => (
-            "softfail",
-            Some(format!("{ip} not permitted by {domain}, ~all")),
-        ),
-        SpfResult::Neutral => (
-            "neutral",
-            Some(format!("{domain} neither permits nor denies {ip}")),
-        ),
-        SpfResult::None if !is_domain(&domain) => {
-            ("none", Some(format!("{domain} is not a domain")))
-        }
-        SpfResult::None => ("none", Some(format!("no SPF record for {domain}"))),
-        SpfResult::TempError => ("temperror", Some(format!("DNS error for {domain}"))),
-        SpfResult::PermError => (
-            "permerror",
-            Some(format!(
-                "invalid SPF record for {domain} or too many DNS lookups"
-            )),
-        ),
+    let result = output.result();
+    let detail = match result {
+        SpfResult::Pass => None,
+        SpfResult::Fail => Some(format!("{ip} not permitted by {domain}")),
+        SpfResult::SoftFail => Some(format!("{ip} not permitted by {domain}, ~all")),
+        SpfResult::Neutral => Some(format!("{domain} neither permits nor denies {ip}")),
+        SpfResult::None if !is_domain(&domain) => Some(format!("{domain} is not a domain")),
+        SpfResult::None => Some(format!("no SPF record for {domain}")),
+        SpfResult::TempError => Some(format!("DNS error for {domain}")),
+        SpfResult::PermError => Some(format!(
+            "invalid SPF record for {domain} or too many DNS lookups"
+        )),
     };
     let detail = match (detail, output.explanation()) {
         (Some(d), Some(exp)) if !exp.is_empty() => Some(format!("{d}: {exp}")),
@@ -451,24 +439,30 @@ fn spf_finding(output: &SpfOutput, ip: IpAddr) -> Option<SpfFinding> {
     })
 }
 
-fn policy_word(policy: Policy) -> &'static str {
-    match policy {
-        Policy::Reject => "reject",
-        Policy::Quarantine => "quarantine",
-        Policy::None | Policy::Unspecified => "none",
+/// The word Authentication-Results uses (RFC 8601 2.7.2), as mail-auth's
+/// own `Display` capitalises it.
+fn spf_word(result: SpfResult) -> &'static str {
+    match result {
+        SpfResult::Pass => "pass",
+        SpfResult::Fail => "fail",
+        SpfResult::SoftFail => "softfail",
+        SpfResult::Neutral => "neutral",
+        SpfResult::None => "none",
+        SpfResult::TempError => "temperror",
+        SpfResult::PermError => "permerror",
     }
 }
 
 fn dmarc_finding(output: &DmarcOutput) -> DmarcFinding {
-    let policy = policy_word(output.policy());
+    let policy = output.policy();
     match output.result() {
         DmarcResult::Pass => DmarcFinding::Pass {
             dkim: *output.dkim_result() == DmarcResult::Pass,
             spf: *output.spf_result() == DmarcResult::Pass,
             policy,
         },
-        DmarcResult::TempError(e) => DmarcFinding::TempError(describe_error(&e, None)),
-        DmarcResult::PermError(e) => DmarcFinding::PermError(describe_error(&e, None)),
+        DmarcResult::TempError(e) => DmarcFinding::TempError(e),
+        DmarcResult::PermError(e) => DmarcFinding::PermError(e),
         DmarcResult::Fail(_) => DmarcFinding::Fail { policy },
         DmarcResult::None if output.dmarc_record().is_some() => DmarcFinding::Fail { policy },
         DmarcResult::None => DmarcFinding::NoRecord,
@@ -513,7 +507,7 @@ fn spf_text(spf: Option<&SpfFinding>, note: Option<&str>) -> String {
     match spf {
         None => "spf=none (no identity to check)".into(),
         Some(spf) => {
-            let mut text = format!("spf={}", spf.result);
+            let mut text = format!("spf={}", spf_word(spf.result));
             match (&spf.detail, note) {
                 (Some(detail), _) => text += &format!(" ({detail})"),
                 (None, Some(note)) => text += &format!(" ({}, {note})", spf.domain),
@@ -546,10 +540,7 @@ fn decide(f: &Findings) -> Result<Verdict, AuthError> {
             .iter()
             .map(|s| (s.d.clone(), s.result == SigResult::Pass))
             .collect(),
-        spf: f
-            .spf
-            .as_ref()
-            .map(|s| (s.domain.clone(), s.result.to_owned())),
+        spf: f.spf.as_ref().map(|s| (s.domain.clone(), s.result)),
         dmarc_pass,
         reason,
     };
@@ -597,7 +588,8 @@ fn decide(f: &Findings) -> Result<Verdict, AuthError> {
                 }
             }
             let mut reason = format!("DMARC pass for {from} ({})", aligned.join(", "));
-            if *policy == "none" {
+            // mail-auth's Display words Unspecified as "none" too.
+            if matches!(policy, Policy::None | Policy::Unspecified) {
                 reason += "; policy p=none, accepted because an aligned check passed";
             }
             let others: Vec<String> = f
@@ -608,7 +600,7 @@ fn decide(f: &Findings) -> Result<Verdict, AuthError> {
                 .chain(
                     f.spf
                         .as_ref()
-                        .filter(|s| s.result != "pass")
+                        .filter(|s| s.result != SpfResult::Pass)
                         .map(|s| spf_text(Some(s), None)),
                 )
                 .collect();
@@ -661,14 +653,16 @@ fn decide(f: &Findings) -> Result<Verdict, AuthError> {
             ),
         )),
         DmarcFinding::TempError(e) => Err(AuthError::Temporary(format!(
-            "DMARC check for {from} hit a DNS error ({e}): {}",
+            "DMARC check for {from} hit a DNS error ({}): {}",
+            describe_error(e, None),
             summary(f, None, None)
         ))),
         DmarcFinding::PermError(e) => Ok(verdict(
             Some(from),
             false,
             format!(
-                "DMARC check for {from} failed ({e}): {}",
+                "DMARC check for {from} failed ({}): {}",
+                describe_error(e, None),
                 summary(f, None, None)
             ),
         )),
@@ -695,7 +689,7 @@ mod tests {
         }
     }
 
-    fn spf(domain: &str, result: &'static str, detail: Option<&str>) -> Option<SpfFinding> {
+    fn spf(domain: &str, result: SpfResult, detail: Option<&str>) -> Option<SpfFinding> {
         Some(SpfFinding {
             domain: domain.into(),
             result,
@@ -722,18 +716,18 @@ mod tests {
         let f = findings(
             "example.org",
             vec![sig("example.org", SigResult::Pass, None)],
-            spf("example.org", "pass", None),
+            spf("example.org", SpfResult::Pass, None),
             DmarcFinding::Pass {
                 dkim: true,
                 spf: true,
-                policy: "reject",
+                policy: Policy::Reject,
             },
         );
         let v = decide(&f).unwrap();
         assert!(v.authenticated());
         assert_eq!(v.from_domain.as_deref(), Some("example.org"));
         assert_eq!(v.dkim, vec![("example.org".to_string(), true)]);
-        assert_eq!(v.spf, Some(("example.org".into(), "pass".into())));
+        assert_eq!(v.spf, Some(("example.org".into(), SpfResult::Pass)));
         assert_eq!(
             v.reason,
             "DMARC pass for example.org (aligned DKIM d=example.org, aligned SPF pass for example.org)"
@@ -749,11 +743,11 @@ mod tests {
                 SigResult::Fail,
                 Some("body hash mismatch"),
             )],
-            spf("example.org", "pass", None),
+            spf("example.org", SpfResult::Pass, None),
             DmarcFinding::Pass {
                 dkim: false,
                 spf: true,
-                policy: "reject",
+                policy: Policy::Reject,
             },
         );
         let v = decide(&f).unwrap();
@@ -773,11 +767,11 @@ mod tests {
                 sig("esp.test", SigResult::Pass, None),
                 sig("example.org", SigResult::Pass, None),
             ],
-            spf("bounces.esp.test", "pass", None),
+            spf("bounces.esp.test", SpfResult::Pass, None),
             DmarcFinding::Pass {
                 dkim: true,
                 spf: false,
-                policy: "none",
+                policy: Policy::None,
             },
         );
         let v = decide(&f).unwrap();
@@ -800,15 +794,17 @@ mod tests {
             )],
             spf(
                 "example.org",
-                "fail",
+                SpfResult::Fail,
                 Some("192.0.2.1 not permitted by example.org"),
             ),
-            DmarcFinding::Fail { policy: "reject" },
+            DmarcFinding::Fail {
+                policy: Policy::Reject,
+            },
         );
         let v = decide(&f).unwrap();
         assert!(!v.authenticated());
         assert_eq!(v.dkim, vec![("example.org".to_string(), false)]);
-        assert_eq!(v.spf, Some(("example.org".into(), "fail".into())));
+        assert_eq!(v.spf, Some(("example.org".into(), SpfResult::Fail)));
         assert_eq!(
             v.reason,
             "no aligned DKIM or SPF pass for example.org: dkim=fail d=example.org \
@@ -824,11 +820,11 @@ mod tests {
             vec![],
             spf(
                 "org.test",
-                "softfail",
+                SpfResult::SoftFail,
                 Some("127.0.0.2 not permitted by org.test, ~all"),
             ),
             DmarcFinding::Fail {
-                policy: "quarantine",
+                policy: Policy::Quarantine,
             },
         );
         assert_eq!(
@@ -843,8 +839,10 @@ mod tests {
         let f = findings(
             "bank.test",
             vec![sig("org.test", SigResult::Pass, None)],
-            spf("org.test", "pass", None),
-            DmarcFinding::Fail { policy: "reject" },
+            spf("org.test", SpfResult::Pass, None),
+            DmarcFinding::Fail {
+                policy: Policy::Reject,
+            },
         );
         let v = decide(&f).unwrap();
         assert!(!v.dmarc_pass);
@@ -862,7 +860,11 @@ mod tests {
         let f = findings(
             "plain.test",
             vec![sig("plain.test", SigResult::Pass, None)],
-            spf("plain.test", "none", Some("no SPF record for plain.test")),
+            spf(
+                "plain.test",
+                SpfResult::None,
+                Some("no SPF record for plain.test"),
+            ),
             DmarcFinding::NoRecord,
         );
         let v = decide(&f).unwrap();
@@ -879,7 +881,7 @@ mod tests {
         let f = findings(
             "plain.test",
             vec![sig("other.test", SigResult::Pass, None)],
-            spf("plain.test", "pass", None),
+            spf("plain.test", SpfResult::Pass, None),
             DmarcFinding::NoRecord,
         );
         let v = decide(&f).unwrap();
@@ -916,10 +918,12 @@ mod tests {
             vec![],
             spf(
                 "example.org",
-                "temperror",
+                SpfResult::TempError,
                 Some("DNS error for example.org"),
             ),
-            DmarcFinding::TempError("DNS error: timed out".into()),
+            DmarcFinding::TempError(mail_auth::Error::Dns(DnsError::Resolver(
+                "timed out".into(),
+            ))),
         );
         let err = decide(&f).unwrap_err();
         assert_eq!(

@@ -29,6 +29,7 @@ use mail_parser::{
 };
 
 use crate::itip::Method;
+use crate::smtp::EnhancedStatus;
 
 /// Limits that keep hostile mail cheap (DESIGN: bounded MIME depth and part count).
 /// Most containers (multiparts / message/rfc822) a part may be nested in.
@@ -68,8 +69,8 @@ pub struct Bounce {
     /// address the original was sent to), else its Final-Recipient.
     pub recipients: Vec<String>,
     /// Of the first failed recipient (of the first recipient block when none
-    /// failed, e.g. a delay notice).
-    pub status: Option<String>,
+    /// failed, e.g. a delay notice); `None` when missing or malformed.
+    pub status: Option<EnhancedStatus>,
     /// The Diagnostic-Code text without its type (`smtp;`), unfolded.
     pub diagnostic: Option<String>,
     /// The Message-ID of the returned original (from a message/rfc822 or text/rfc822-headers part), without <>.
@@ -622,7 +623,7 @@ fn delivery_status(text: &str) -> Bounce {
         recipients,
         status: first
             .and_then(|b| get(b, "status"))
-            .and_then(|s| s.split_whitespace().next().map(str::to_string)),
+            .and_then(|s| s.split_whitespace().next()?.parse().ok()),
         diagnostic: first
             .and_then(|b| get(b, "diagnostic-code"))
             .map(|d| diagnostic_text(&d))
@@ -677,28 +678,16 @@ mod tests {
         END:VEVENT\n\
         END:VCALENDAR\n";
 
+    /// Base64 in lines of 76 characters, as MIME writes it.
     fn base64(data: &[u8]) -> String {
-        const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for (n, chunk) in data.chunks(3).enumerate() {
-            if n > 0 && n % 19 == 0 {
-                out.push_str("\r\n");
-            }
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let v = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(ABC[(v >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
+        use base64::Engine as _;
+        let text = base64::engine::general_purpose::STANDARD.encode(data);
+        let lines: Vec<&str> = text
+            .as_bytes()
+            .chunks(76)
+            .map(|line| std::str::from_utf8(line).unwrap())
+            .collect();
+        lines.join("\r\n")
     }
 
     /// Quoted-printable with every CR and LF encoded (as Apple Mail does)
@@ -1231,7 +1220,7 @@ mod tests {
         );
         let b = bounce(&dsn(STATUS, Some(headers), "; report-type=delivery-status"));
         assert_eq!(b.recipients, ["carol@example.org", "erin@example.org"]);
-        assert_eq!(b.status.as_deref(), Some("5.1.1"));
+        assert_eq!(b.status, Some(EnhancedStatus::new(5, 1, 1)));
         assert_eq!(
             b.diagnostic.as_deref(),
             Some("550 5.1.1 <carol@example.org>: Recipient address rejected")
@@ -1307,7 +1296,7 @@ mod tests {
         let delayed = "Reporting-MTA: dns; mx\r\n\r\nFinal-Recipient: rfc822; d@example.org\r\nAction: delayed\r\nStatus: 4.4.1\r\n";
         let b = bounce(&dsn(delayed, None, "; report-type=\"delivery-status\""));
         assert!(b.recipients.is_empty());
-        assert_eq!(b.status.as_deref(), Some("4.4.1"));
+        assert_eq!(b.status, Some(EnhancedStatus::new(4, 4, 1)));
     }
 
     #[test]

@@ -12,12 +12,28 @@ use crate::itip::{CalAddress, ComponentKind, ItipMessage, Role};
 const LISTED: usize = 5;
 
 /// Table 1: the Originator must match the ORGANIZER (PUBLISH, REQUEST, ADD,
-/// CANCEL, DECLINECOUNTER) or one of the ATTENDEEs (REPLY, REFRESH,
-/// COUNTER). iSchedule forbids forwarding, so there is no other case.
+/// CANCEL, DECLINECOUNTER) or the ATTENDEE (REPLY, REFRESH, COUNTER).
+/// iSchedule forbids forwarding, so there is no other case.
+///
+/// An attendee answers for itself only: its message names exactly one
+/// ATTENDEE, the Originator. Otherwise one attendee could reply, counter or
+/// refresh in the name of the others it lists (the mail path asks the same).
 pub fn check_originator(msg: &ItipMessage, originator: &CalAddress) -> Result<(), ItipError> {
     let matches = match msg.method.originator_role() {
         Role::Organizer => msg.organizer.as_ref() == Some(originator),
-        Role::Attendee => msg.attendees.contains(originator),
+        Role::Attendee => {
+            if msg.attendees.len() > 1 {
+                return Err(ItipError::new(
+                    Fault::InvalidSchedulingMessage,
+                    format!(
+                        "a {} must name exactly one ATTENDEE, the Originator answering for itself; this one names {}",
+                        msg.method,
+                        msg.attendees.len()
+                    ),
+                ));
+            }
+            msg.attendees.first() == Some(originator)
+        }
     };
     if matches {
         return Ok(());
@@ -78,13 +94,16 @@ fn has_role(msg: &ItipMessage, role: Role, address: &CalAddress) -> bool {
 
 /// What a header had to match, for error descriptions.
 fn required(msg: &ItipMessage, role: Role) -> String {
-    match (role, &msg.organizer) {
-        (Role::Organizer, Some(organizer)) => format!("the ORGANIZER {organizer}"),
-        (Role::Organizer, None) => "the ORGANIZER (there is none)".to_string(),
-        (Role::Attendee, _) if msg.attendees.is_empty() => {
-            "an ATTENDEE (there are none)".to_string()
-        }
-        (Role::Attendee, _) => format!("one of the ATTENDEEs {}", listing(&msg.attendees)),
+    match role {
+        Role::Organizer => match &msg.organizer {
+            Some(organizer) => format!("the ORGANIZER {organizer}"),
+            None => "the ORGANIZER (there is none)".to_string(),
+        },
+        Role::Attendee => match msg.attendees.as_slice() {
+            [] => "an ATTENDEE (there are none)".to_string(),
+            [one] => format!("the ATTENDEE {one}"),
+            many => format!("one of the ATTENDEEs {}", listing(many)),
+        },
     }
 }
 
@@ -195,13 +214,27 @@ mod tests {
     #[test]
     fn table_1_attendee_methods() {
         for method in BY_ATTENDEE {
-            let msg = event(method);
+            let mut msg = event(method);
+            msg.attendees = vec![addr(B)];
             assert_eq!(check_originator(&msg, &addr(B)), Ok(()), "{method}");
             let r = check_originator(&msg, &addr(ORG)).unwrap_err();
             assert_eq!(r.kind, Fault::InvalidSchedulingMessage);
             assert_eq!(
                 r.description,
-                format!("Originator {ORG} must match one of the ATTENDEEs {A}, {B} of a {method} (iSchedule table 1)")
+                format!("Originator {ORG} must match the ATTENDEE {B} of a {method} (iSchedule table 1)")
+            );
+        }
+    }
+
+    #[test]
+    fn an_attendee_answers_for_itself_only() {
+        for method in BY_ATTENDEE {
+            // B is one of the two: B may still not answer for A.
+            let r = check_originator(&event(method), &addr(B)).unwrap_err();
+            assert_eq!(r.kind, Fault::InvalidSchedulingMessage);
+            assert_eq!(
+                r.description,
+                format!("a {method} must name exactly one ATTENDEE, the Originator answering for itself; this one names 2")
             );
         }
     }
@@ -336,14 +369,14 @@ mod tests {
 
     #[test]
     fn long_lists_are_summarised() {
-        let mut msg = event(Method::Reply);
+        let mut msg = event(Method::Request);
         msg.attendees = (0..8)
             .map(|i| addr(&format!("mailto:p{i}@x.org")))
             .collect();
-        let r = check_originator(&msg, &addr(STRANGER)).unwrap_err();
+        let r = check_recipients(&msg, &[addr(STRANGER)]).unwrap_err();
         assert!(
             r.description
-                .contains("mailto:p4@x.org and 3 more of a REPLY"),
+                .contains("mailto:p4@x.org and 3 more of a REQUEST"),
             "{r}"
         );
     }

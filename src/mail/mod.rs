@@ -1,14 +1,8 @@
-//! Outbound iMIP mail: how a message leaves the bridge ([`transport`]: an
-//! SMTP relay, the recipient domain's MX, or an outbox folder when no mail
-//! server is configured) and what each SMTP outcome means to the iSchedule
-//! sender ([`status_map`], DESIGN.md "Status mapping").
+//! iMIP over the wire, split by direction because the two share nothing but
+//! the SMTP vocabulary (in `crate::smtp`): [`outbound`] sends the bridge's
+//! mail (transport, durable queue and its admin, the DSNs it writes) and
+//! [`inbound`] takes mail in (SMTP/LMTP listener, the intake that turns it
+//! into iSchedule, and the LMTP client `ingest` hands mail over with).
 
-pub mod dsn;
-pub mod imip_delivery;
-pub mod intake;
-pub mod listener;
-pub mod lmtp_client;
-pub mod queue;
-pub mod queue_admin;
-pub mod status_map;
-pub mod transport;
+pub mod inbound;
+pub mod outbound;

@@ -12,8 +12,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls;
 
 use crate::config::Config;
-use crate::mail::intake::Intake;
-use crate::mail::listener::{Limits, Listener, Protocol};
+use crate::mail::inbound::intake::Intake;
+use crate::mail::inbound::listener::{Limits, Listener, Protocol};
 
 pub struct MailListenerService {
     /// Bound at start-up, so a port in use stops the bridge with an error

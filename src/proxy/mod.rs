@@ -1,12 +1,15 @@
 //! The Pingora adapters, and nothing else knows Pingora: the HTTP service
 //! (receiver, pass-through, queue admin), the receivers' client that is the
 //! scheduling core's native delivery, who counts as a local sender over
-//! HTTP and where remote signers' DKIM keys are fetched, and the background services (queue worker, mail listeners).
+//! HTTP and where remote signers' DKIM keys are fetched, and the background
+//! services (queue worker, mail listeners).
 
+pub mod admin;
 pub mod dkim_keys;
 pub mod forward;
 pub mod mail_listeners;
 pub mod own_capabilities;
+pub mod paths;
 pub mod queue_worker;
 pub mod senders;
 pub mod service;

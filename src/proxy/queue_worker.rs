@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::mail::queue::{GivenUp, Mailer};
+use crate::mail::outbound::queue::{GivenUp, Mailer};
 use crate::scheduling::{unix_now, Scheduler};
 
 /// Longest sleep between passes, so mail queued by `queue retry` from the
@@ -82,6 +82,7 @@ impl BackgroundService for QueueWorker {
             let sleep = self.pass().await;
             tokio::select! {
                 _ = shutdown.changed() => return,
+                _ = self.mailer.wake.notified() => {}
                 _ = tokio::time::sleep(sleep) => {}
             }
         }

@@ -7,20 +7,21 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use pingora::http::ResponseHeader;
+use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::{HttpPeer, Result};
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 
 use super::dkim_keys::KeyFetcher;
 use super::own_capabilities::OwnCapabilities;
+use super::paths::{self, Claim};
 use super::senders::{self, Refusal};
 use crate::discovery::WELL_KNOWN_PATH;
 use crate::dkim;
 use crate::ischedule::request::{self, SchedulingRequest};
 use crate::ischedule::xml::error_document;
 use crate::ischedule::{headers, IsError, Rejection, VERSION};
-use crate::mail::queue_admin;
+use crate::mail::outbound::queue_admin;
 use crate::scheduling::sender::{self, Sender};
 use crate::scheduling::{unix_now, MailPolicy, Scheduled, Scheduler};
 
@@ -46,25 +47,38 @@ enum Kind {
     Options,
     BadMethod,
     BadAction,
+    /// In the bridge's own name space but not a resource of it.
+    NotFound,
     PassThrough,
 }
 
 impl BridgeService {
     fn classify(&self, session: &Session) -> Kind {
         let req = session.req_header();
-        let path = req.uri.path();
-        if let Some(action) = queue_admin::Action::from_http(req.method.as_str(), path) {
+        let path = paths::normalize(req.uri.path());
+        if let Some(action) = queue_admin::Action::from_http(req.method.as_str(), &path) {
             return Kind::Admin(action);
         }
-        if let Some(record) = self.domain_key(req.method.as_str(), path) {
+        if let Some(record) = self.domain_key(req.method.as_str(), &path) {
             return Kind::DomainKey(record);
         }
-        let is_receiver = path == WELL_KNOWN_PATH || path == self.scheduler.config.server.path;
+        let receiver = [WELL_KNOWN_PATH, self.scheduler.config.server.path.as_str()]
+            .map(|own| paths::claim(&path, own));
+        let is_receiver = receiver.contains(&Claim::Exact);
         if req.method == http::Method::OPTIONS && (is_receiver || req.uri == "*") {
             return Kind::Options;
         }
         if !is_receiver {
-            return Kind::PassThrough;
+            // The admin folder is the bridge's as a whole, like the receivers'.
+            let admin = queue_admin::ADMIN_PATH
+                .rsplit_once('/')
+                .map_or(queue_admin::ADMIN_PATH, |(folder, _)| folder);
+            let ours = receiver.contains(&Claim::Near) || paths::claim(&path, admin) != Claim::None;
+            return if ours {
+                Kind::NotFound
+            } else {
+                Kind::PassThrough
+            };
         }
         match req.method {
             http::Method::POST => Kind::Schedule,
@@ -303,6 +317,14 @@ impl ProxyHttp for BridgeService {
                 self.send(session, resp, "text/plain; charset=utf-8", body)
                     .await?;
             }
+            Kind::NotFound => {
+                let resp = self.response(404)?;
+                let body = Bytes::from_static(
+                    b"not an iSchedule resource: the receiver is at /.well-known/ischedule\n",
+                );
+                self.send(session, resp, "text/plain; charset=utf-8", body)
+                    .await?;
+            }
             Kind::BadAction => {
                 let resp = self.response(400)?;
                 let body =
@@ -321,6 +343,18 @@ impl ProxyHttp for BridgeService {
             Kind::Schedule => self.schedule(session).await?,
         }
         Ok(true)
+    }
+
+    /// The shared secret proves a local sender to the bridge; it is never
+    /// the origin's to see.
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        _ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        upstream_request.remove_header(self.scheduler.config.senders.secret_header.as_str());
+        Ok(())
     }
 
     /// Pass-through answers lose the origin's hop-by-hop `Upgrade` offer

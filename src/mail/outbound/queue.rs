@@ -8,11 +8,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::status_map::StatusMap;
-use super::transport::{Outcome, Transport};
+use tokio::sync::Notify;
+
+use super::transport::Transport;
 use crate::config;
 use crate::imip::outbound::Composed;
 use crate::ischedule::RequestStatus;
+use crate::smtp::{Outcome, StatusMap};
 use crate::store::{QueuedMail, Store, StoreError, UnixTime};
 
 /// How many due messages one pass of the worker takes.
@@ -23,6 +25,8 @@ pub struct Mailer {
     pub store: Arc<dyn Store>,
     pub status_map: StatusMap,
     pub queue: config::Queue,
+    /// Wakes the queue worker when mail is queued to go out at once.
+    pub wake: Notify,
 }
 
 /// A queued message that will not be delivered, for the organizer's notice.
@@ -32,6 +36,14 @@ pub struct GivenUp {
     pub mail: QueuedMail,
     pub status: RequestStatus,
     pub why: String,
+}
+
+/// Mail the store would not take, handed back so that it can still be sent
+/// some other way.
+#[derive(Debug)]
+pub struct NotQueued {
+    pub error: StoreError,
+    pub mail: Composed,
 }
 
 /// Exponential back-off: `first_retry` doubled per attempt, at most `max_retry`.
@@ -50,7 +62,7 @@ impl Mailer {
             .transport
             .send(&mail.envelope_from, &mail.recipient, &mail.message)
             .await;
-        let Outcome::Temporary { reply } = &outcome else {
+        let Outcome::Temporary { reason } = &outcome else {
             return self.status_map.status(&outcome, &mail.recipient);
         };
         let queued = QueuedMail {
@@ -60,7 +72,7 @@ impl Mailer {
             attempts: 1,
             queued_at: now,
             next_attempt: now + backoff(&self.queue, 1).as_secs(),
-            last_error: Some(reply.clone()),
+            last_error: Some(reason.to_string()),
             notice: mail.notice,
         };
         match self.store.enqueue(&queued) {
@@ -75,10 +87,41 @@ impl Mailer {
             Err(e) => (
                 RequestStatus::service_unavailable(),
                 format!(
-                    "mail to {} failed ({reply}) and could not be queued: {e}",
+                    "mail to {} failed ({reason}) and could not be queued: {e}",
                     mail.recipient
                 ),
             ),
+        }
+    }
+
+    /// Stores `mail` to go out on the worker's next pass, without waiting
+    /// for the mail server: for mail the bridge already promised (the DSN
+    /// behind a 250), where the promise must not wait on an SMTP session.
+    pub fn queue_now(&self, mail: Composed, now: UnixTime) -> Result<u64, Box<NotQueued>> {
+        let queued = QueuedMail {
+            envelope_from: mail.envelope_from,
+            recipient: mail.recipient,
+            message: mail.message,
+            attempts: 0,
+            queued_at: now,
+            next_attempt: now,
+            last_error: None,
+            notice: mail.notice,
+        };
+        match self.store.enqueue(&queued) {
+            Ok(id) => {
+                self.wake.notify_one();
+                Ok(id)
+            }
+            Err(error) => Err(Box::new(NotQueued {
+                error,
+                mail: Composed {
+                    envelope_from: queued.envelope_from,
+                    recipient: queued.recipient,
+                    message: queued.message,
+                    notice: queued.notice,
+                },
+            })),
         }
     }
 
@@ -101,16 +144,17 @@ impl Mailer {
                     tracing::info!(target: "ischedule::queue", id, recipient = %mail.recipient, path = %path.display(), "written");
                     self.store.remove(id)?;
                 }
-                Outcome::Temporary { reply }
+                Outcome::Temporary { reason }
                     if now < mail.queued_at + self.queue.max_age.as_secs() =>
                 {
                     let next = now + backoff(&self.queue, attempts).as_secs();
-                    tracing::info!(target: "ischedule::queue", id, recipient = %mail.recipient, attempts, next_attempt = next, reply = %reply, "deferred");
-                    self.store.reschedule(id, next, attempts, reply)?;
+                    tracing::info!(target: "ischedule::queue", id, recipient = %mail.recipient, attempts, next_attempt = next, reply = %reason, "deferred");
+                    self.store
+                        .reschedule(id, next, attempts, &reason.to_string())?;
                 }
-                Outcome::Temporary { reply } => {
+                Outcome::Temporary { reason } => {
                     let why = format!(
-                        "mail to {} not delivered after {attempts} attempts over {} s: {reply}",
+                        "mail to {} not delivered after {attempts} attempts over {} s: {reason}",
                         mail.recipient,
                         now.saturating_sub(mail.queued_at)
                     );

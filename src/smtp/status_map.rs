@@ -7,7 +7,8 @@ use std::str::FromStr;
 
 use toml::{Table, Value};
 
-use super::transport::{AcceptedBy, Outcome};
+use super::outcome::{AcceptedBy, Outcome};
+use super::reply::{status_part, EnhancedStatus, ReplyCode, SmtpReply};
 use crate::ischedule::RequestStatus;
 
 /// The shipped map, built into the binary.
@@ -39,21 +40,18 @@ pub struct StatusMap {
 /// One `[[permanent]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Rule {
-    /// Leading parts of the enhanced status code: `[5, 1]` for "5.1.".
-    enhanced: Option<Vec<u16>>,
-    code: Option<u16>,
+    enhanced: Option<EnhancedPrefix>,
+    code: Option<ReplyCode>,
     status: RequestStatus,
 }
 
 impl Rule {
-    fn matches(&self, code: u16, enhanced: Option<(u8, u16, u16)>) -> bool {
-        let code_ok = self.code.is_none_or(|c| c == code);
-        let enhanced_ok = match (&self.enhanced, enhanced) {
+    fn matches(&self, reply: &SmtpReply) -> bool {
+        let code_ok = self.code.is_none_or(|c| c == reply.code);
+        let enhanced_ok = match (&self.enhanced, reply.enhanced) {
             (None, _) => true,
             (Some(_), None) => false,
-            (Some(prefix), Some((class, subject, detail))) => {
-                [u16::from(class), subject, detail].starts_with(prefix)
-            }
+            (Some(prefix), Some(status)) => prefix.matches(status),
         };
         code_ok && enhanced_ok
     }
@@ -139,13 +137,14 @@ impl StatusMap {
             )?;
             let enhanced = match rule.get("enhanced") {
                 None => None,
-                Some(v) => {
-                    Some(enhanced_prefix(v).map_err(|why| err(&format!("{key}.enhanced"), why))?)
-                }
+                Some(v) => Some(
+                    enhanced_prefix(v)
+                        .map_err(|why| err(&format!("{key}.enhanced"), why.to_string()))?,
+                ),
             };
             let code = match rule.get("code") {
                 None => None,
-                Some(Value::Integer(c)) if (500..=599).contains(c) => Some(*c as u16),
+                Some(Value::Integer(c)) if (500..=599).contains(c) => ReplyCode::new(*c as u16),
                 Some(v) => {
                     return Err(err(
                         &format!("{key}.code"),
@@ -205,19 +204,15 @@ impl StatusMap {
                 self.written.clone(),
                 format!("mail to {recipient} written to the outbox, not sent: no mail server is configured"),
             ),
-            Outcome::Temporary { reply } => (
+            Outcome::Temporary { reason } => (
                 self.temporary.clone(),
-                format!("mail to {recipient} deferred, will retry: {reply}"),
+                format!("mail to {recipient} deferred, will retry: {reason}"),
             ),
-            Outcome::Permanent {
-                code,
-                enhanced,
-                reply,
-            } => {
+            Outcome::Permanent { reply } => {
                 let status = self
                     .permanent
                     .iter()
-                    .find(|r| r.matches(*code, *enhanced))
+                    .find(|r| r.matches(reply))
                     .map(|r| r.status.clone())
                     // parse() guarantees a catch-all; this only keeps `status` total.
                     .unwrap_or_else(RequestStatus::service_unavailable);
@@ -270,33 +265,62 @@ fn status(
     }
 }
 
-/// "5.1." or "5.1" -> [5, 1]; "5.3.4" -> [5, 3, 4].
-fn enhanced_prefix(v: &Value) -> Result<Vec<u16>, String> {
+/// The leading parts of an enhanced status code a rule names: "5.1." (or
+/// "5.1") matches 5.1.x, "5.3.4" only itself. Parts compare as numbers, so
+/// "5.1" does not match 5.10.x.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct EnhancedPrefix {
+    class: u8,
+    subject: Option<u16>,
+    /// Only with `subject`.
+    detail: Option<u16>,
+}
+
+impl EnhancedPrefix {
+    fn matches(self, status: EnhancedStatus) -> bool {
+        self.class == status.class()
+            && self.subject.is_none_or(|s| s == status.subject())
+            && self.detail.is_none_or(|d| d == status.detail())
+    }
+}
+
+/// Why a rule's `enhanced` value is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum PrefixError {
+    #[error("{0} is not a string like \"5.1.\"")]
+    NotAString(String),
+    #[error("'{0}' is not an enhanced status code or prefix like \"5.1.\" or \"5.3.4\"")]
+    Syntax(String),
+    #[error("'{0}' never matches: refusals carry class 5 enhanced codes (5.x.y)")]
+    NotClass5(String),
+}
+
+fn enhanced_prefix(v: &Value) -> Result<EnhancedPrefix, PrefixError> {
     let Value::String(s) = v else {
-        return Err(format!("{v} is not a string like \"5.1.\""));
+        return Err(PrefixError::NotAString(v.to_string()));
     };
-    let bad =
-        || format!("'{s}' is not an enhanced status code or prefix like \"5.1.\" or \"5.3.4\"");
+    let bad = || PrefixError::Syntax(s.clone());
     let parts: Vec<u16> = s
         .strip_suffix('.')
         .unwrap_or(s)
         .split('.')
-        .map(|p| {
-            (!p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| p.parse().ok())
-                .flatten()
-        })
+        .map(status_part)
         .collect::<Option<_>>()
         .ok_or_else(bad)?;
-    if parts.len() > 3 {
-        return Err(bad());
+    let (class, subject, detail) = match parts[..] {
+        [class] => (class, None, None),
+        [class, subject] => (class, Some(subject), None),
+        [class, subject, detail] => (class, Some(subject), Some(detail)),
+        _ => return Err(bad()),
+    };
+    if class != 5 {
+        return Err(PrefixError::NotClass5(s.clone()));
     }
-    if parts[0] != 5 {
-        return Err(format!(
-            "'{s}' never matches: refusals carry class 5 enhanced codes (5.x.y)"
-        ));
-    }
-    Ok(parts)
+    Ok(EnhancedPrefix {
+        class: 5,
+        subject,
+        detail,
+    })
 }
 
 #[cfg(test)]
@@ -305,12 +329,15 @@ mod tests {
 
     use super::*;
     use crate::ischedule::StatusCode;
+    use crate::smtp::outcome::Deferral;
 
-    fn permanent(code: u16, enhanced: Option<(u8, u16, u16)>, reply: &str) -> Outcome {
+    fn e(class: u8, subject: u16, detail: u16) -> Option<EnhancedStatus> {
+        Some(EnhancedStatus::new(class, subject, detail))
+    }
+
+    fn permanent(code: u16, enhanced: Option<EnhancedStatus>, text: &str) -> Outcome {
         Outcome::Permanent {
-            code,
-            enhanced,
-            reply: reply.into(),
+            reply: SmtpReply::new(code, enhanced, text),
         }
     }
 
@@ -323,7 +350,7 @@ mod tests {
         let map = StatusMap::embedded();
         let accepted = |by| Outcome::Accepted {
             by,
-            reply: "250 OK".into(),
+            reply: SmtpReply::new(250, None, "OK"),
         };
         assert_eq!(status_of(&map, &accepted(AcceptedBy::Relay)), "1.1;Sent");
         assert_eq!(status_of(&map, &accepted(AcceptedBy::Mx)), "1.2;Delivered");
@@ -332,18 +359,18 @@ mod tests {
         };
         assert_eq!(status_of(&map, &written), "1.0;Pending");
         let temporary = Outcome::Temporary {
-            reply: "451 4.3.0 later".into(),
+            reason: Deferral::Failure("relay down".into()),
         };
         assert_eq!(status_of(&map, &temporary), "1.0;Pending");
         for (code, enhanced, want) in [
-            (550, Some((5, 1, 1)), "3.7;Invalid calendar user"),
-            (553, Some((5, 1, 10)), "3.7;Invalid calendar user"),
-            (550, Some((5, 7, 1)), "3.8;No authority"),
+            (550, e(5, 1, 1), "3.7;Invalid calendar user"),
+            (553, e(5, 1, 10), "3.7;Invalid calendar user"),
+            (550, e(5, 7, 1), "3.8;No authority"),
             (552, None, "3.10;Request entity too large"),
-            (552, Some((5, 2, 2)), "3.10;Request entity too large"),
-            (554, Some((5, 3, 4)), "3.10;Request entity too large"),
-            (554, Some((5, 3, 40)), "5.1;Service unavailable"),
-            (554, Some((5, 6, 0)), "5.1;Service unavailable"),
+            (552, e(5, 2, 2), "3.10;Request entity too large"),
+            (554, e(5, 3, 4), "3.10;Request entity too large"),
+            (554, e(5, 3, 40), "5.1;Service unavailable"),
+            (554, e(5, 6, 0), "5.1;Service unavailable"),
             (550, None, "5.1;Service unavailable"),
         ] {
             assert_eq!(
@@ -358,7 +385,7 @@ mod tests {
     fn descriptions_quote_the_mail_system() {
         let map = StatusMap::embedded();
         let (status, text) = map.status(
-            &permanent(550, Some((5, 1, 1)), "550 5.1.1 No such user here"),
+            &permanent(550, e(5, 1, 1), "No such user here"),
             "reject@x.test",
         );
         assert_eq!(status.code, StatusCode::INVALID_USER);
@@ -368,7 +395,11 @@ mod tests {
         );
         let (_, text) = map.status(
             &Outcome::Temporary {
-                reply: "451 4.3.0 Temporary failure, try later".into(),
+                reason: Deferral::Reply(SmtpReply::new(
+                    451,
+                    Some(EnhancedStatus::new(4, 3, 0)),
+                    "Temporary failure, try later",
+                )),
             },
             "t@x.test",
         );
@@ -412,15 +443,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            status_of(&map, &permanent(550, Some((5, 1, 1)), "")),
+            status_of(&map, &permanent(550, e(5, 1, 1), "")),
             "3.7;No such user"
         );
         assert_eq!(
-            status_of(&map, &permanent(553, Some((5, 1, 1)), "")),
+            status_of(&map, &permanent(553, e(5, 1, 1), "")),
             "3.7;Bad address"
         );
         assert_eq!(
-            status_of(&map, &permanent(550, Some((5, 10, 1)), "")),
+            status_of(&map, &permanent(550, e(5, 10, 1), "")),
             "5.3;Elsewhere",
             "5.1 is not a text prefix of 5.10"
         );

@@ -11,7 +11,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::listener::Reply;
+use crate::smtp::{EnhancedStatus, SmtpReply};
 
 /// At most this much of the original's header is returned (cut at a line end).
 const MAX_RETURNED_HEADER_BYTES: usize = 64 * 1024;
@@ -36,7 +36,7 @@ pub fn build(
     reporting_host: &str,
     envelope_from: &str,
     original: &[u8],
-    failures: &[(String, Reply)],
+    failures: &[(String, SmtpReply)],
 ) -> Vec<u8> {
     build_at(
         reporting_host,
@@ -51,7 +51,7 @@ fn build_at(
     reporting_host: &str,
     envelope_from: &str,
     original: &[u8],
-    failures: &[(String, Reply)],
+    failures: &[(String, SmtpReply)],
     now: SystemTime,
 ) -> Vec<u8> {
     let host = match printable(reporting_host, 255) {
@@ -97,7 +97,7 @@ fn build_at(
 
     let mut status = format!("Reporting-MTA: dns; {host}\r\nArrival-Date: {date}\r\n");
     for (rcpt, reply) in failures {
-        let (class, subject, detail) = enhanced(reply);
+        let enhanced = enhanced(reply);
         let action = if reply.is_transient() {
             "delayed"
         } else {
@@ -105,7 +105,7 @@ fn build_at(
         };
         status.push_str(&format!(
             "\r\nFinal-Recipient: rfc822; {}\r\nAction: {action}\r\n\
-             Status: {class}.{subject}.{detail}\r\nDiagnostic-Code: smtp; {}\r\n",
+             Status: {enhanced}\r\nDiagnostic-Code: smtp; {}\r\n",
             printable(rcpt, 256),
             diagnostic(reply),
         ));
@@ -181,16 +181,16 @@ fn build_at(
 
 /// The reply's enhanced status code, else `class.0.0` (class 5 for anything
 /// that is not a 4xx: a DSN only reports failures).
-fn enhanced(reply: &Reply) -> (u8, u16, u16) {
+fn enhanced(reply: &SmtpReply) -> EnhancedStatus {
     match reply.enhanced {
         Some(code) => code,
-        None if reply.is_transient() => (4, 0, 0),
-        None => (5, 0, 0),
+        None if reply.is_transient() => EnhancedStatus::new(4, 0, 0),
+        None => EnhancedStatus::new(5, 0, 0),
     }
 }
 
 /// `550 5.1.1 text`, printable and bounded.
-fn diagnostic(reply: &Reply) -> String {
+fn diagnostic(reply: &SmtpReply) -> String {
     printable(&reply.to_string(), MAX_DIAGNOSTIC_CHARS)
 }
 
@@ -264,17 +264,28 @@ mod tests {
         \r\n\
         BEGIN:VCALENDAR\r\nSECRET-BODY:yes\r\nEND:VCALENDAR\r\n";
 
-    fn failures() -> Vec<(String, Reply)> {
+    fn failures() -> Vec<(String, SmtpReply)> {
         vec![
             (
                 "bob@example.com".into(),
-                Reply::new(550, Some((5, 1, 1)), "no such calendar user"),
+                SmtpReply::new(
+                    550,
+                    Some(EnhancedStatus::new(5, 1, 1)),
+                    "no such calendar user",
+                ),
             ),
             (
                 "carol@example.com".into(),
-                Reply::new(451, Some((4, 4, 1)), "receiver unreachable"),
+                SmtpReply::new(
+                    451,
+                    Some(EnhancedStatus::new(4, 4, 1)),
+                    "receiver unreachable",
+                ),
             ),
-            ("dave@example.com".into(), Reply::new(554, None, "refused")),
+            (
+                "dave@example.com".into(),
+                SmtpReply::new(554, None, "refused"),
+            ),
         ]
     }
 
@@ -381,7 +392,7 @@ mod tests {
     fn only_delayed_says_so_in_the_subject() {
         let f = vec![(
             "carol@example.com".to_owned(),
-            Reply::new(451, Some((4, 4, 1)), "later"),
+            SmtpReply::new(451, Some(EnhancedStatus::new(4, 4, 1)), "later"),
         )];
         let dsn = build("mx.example.com", "o@remote.example", ORIGINAL, &f);
         let msg = MessageParser::default().parse(&dsn).unwrap();
@@ -392,7 +403,11 @@ mod tests {
     fn hostile_text_stays_on_its_line() {
         let f = vec![(
             "x@example.com\r\nBcc: victim@example.org".to_owned(),
-            Reply::new(550, Some((5, 7, 1)), "no\r\nAction: delivered\u{e9}"),
+            SmtpReply::new(
+                550,
+                Some(EnhancedStatus::new(5, 7, 1)),
+                "no\r\nAction: delivered\u{e9}",
+            ),
         )];
         let dsn = build(
             "mx.example.com\r\nX: y",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-use super::listener::Reply;
+use crate::smtp::{ReplyLine, ReplyLineError, SmtpReply};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LmtpError {
@@ -16,6 +16,13 @@ pub enum LmtpError {
     Io {
         addr: SocketAddr,
         source: std::io::Error,
+    },
+    #[error("LMTP {addr}: connection closed")]
+    Closed { addr: SocketAddr },
+    #[error("LMTP {addr}: {source}")]
+    NotAReply {
+        addr: SocketAddr,
+        source: ReplyLineError,
     },
     #[error("LMTP {addr}: unexpected reply to {step}: {line}")]
     Protocol {
@@ -35,7 +42,7 @@ pub async fn deliver(
     recipients: &[String],
     message: &[u8],
     timeout: Duration,
-) -> Result<Vec<Reply>, LmtpError> {
+) -> Result<Vec<SmtpReply>, LmtpError> {
     tokio::time::timeout(timeout, exchange(addr, from, recipients, message))
         .await
         .unwrap_or(Err(LmtpError::Timeout { addr, timeout }))
@@ -46,7 +53,7 @@ async fn exchange(
     from: &str,
     recipients: &[String],
     message: &[u8],
-) -> Result<Vec<Reply>, LmtpError> {
+) -> Result<Vec<SmtpReply>, LmtpError> {
     let io = |source| LmtpError::Io { addr, source };
     let stream = TcpStream::connect(addr).await.map_err(io)?;
     let (read, mut write) = stream.into_split();
@@ -62,14 +69,14 @@ async fn exchange(
         .await
         .map_err(io)?;
     expect(&mut read, addr, "MAIL FROM", 2).await?;
-    let mut replies: Vec<Option<Reply>> = Vec::with_capacity(recipients.len());
+    let mut replies: Vec<Option<SmtpReply>> = Vec::with_capacity(recipients.len());
     for rcpt in recipients {
         write
             .write_all(format!("RCPT TO:<{rcpt}>\r\n").as_bytes())
             .await
             .map_err(io)?;
-        let reply = read_reply(&mut read).await.map_err(io)?;
-        replies.push((reply.code / 100 != 2).then_some(reply));
+        let reply = read_reply(&mut read, addr).await?;
+        replies.push((!reply.is_positive()).then_some(reply));
     }
     if replies.iter().all(Option::is_some) {
         return Ok(replies.into_iter().flatten().collect());
@@ -78,7 +85,7 @@ async fn exchange(
     expect(&mut read, addr, "DATA", 3).await?;
     write.write_all(&dot_stuffed(message)).await.map_err(io)?;
     for slot in replies.iter_mut().filter(|r| r.is_none()) {
-        *slot = Some(read_reply(&mut read).await.map_err(io)?);
+        *slot = Some(read_reply(&mut read, addr).await?);
     }
     let _ = write.write_all(b"QUIT\r\n").await;
     Ok(replies.into_iter().flatten().collect())
@@ -90,11 +97,9 @@ async fn expect<R: AsyncBufReadExt + Unpin>(
     addr: SocketAddr,
     step: &'static str,
     class: u16,
-) -> Result<Reply, LmtpError> {
-    let reply = read_reply(read)
-        .await
-        .map_err(|source| LmtpError::Io { addr, source })?;
-    if reply.code / 100 == class {
+) -> Result<SmtpReply, LmtpError> {
+    let reply = read_reply(read, addr).await?;
+    if reply.code.class() == class {
         Ok(reply)
     } else {
         Err(LmtpError::Protocol {
@@ -121,49 +126,28 @@ fn dot_stuffed(message: &[u8]) -> Vec<u8> {
     out
 }
 
-/// One (possibly multi-line) reply: `250-…` lines up to `250 …`.
-async fn read_reply<R: AsyncBufReadExt + Unpin>(read: &mut R) -> std::io::Result<Reply> {
+/// One (possibly multi-line) reply: `250-…` lines up to `250 …`, the code
+/// of the last line, the texts joined by spaces.
+async fn read_reply<R: AsyncBufReadExt + Unpin>(
+    read: &mut R,
+    addr: SocketAddr,
+) -> Result<SmtpReply, LmtpError> {
     let mut text = Vec::new();
     loop {
         let mut line = String::new();
-        if read.read_line(&mut line).await? == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "connection closed",
-            ));
+        let n = read
+            .read_line(&mut line)
+            .await
+            .map_err(|source| LmtpError::Io { addr, source })?;
+        if n == 0 {
+            return Err(LmtpError::Closed { addr });
         }
-        let line = line.trim_end();
-        let code: u16 = line.get(..3).and_then(|c| c.parse().ok()).ok_or_else(|| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                format!("not a reply: {line}"),
-            )
-        })?;
-        let rest = line.get(4..).unwrap_or_default();
-        text.push(rest.to_string());
-        if line.as_bytes().get(3) != Some(&b'-') {
-            let (enhanced, first) = split_enhanced(&text[0]);
-            text[0] = first;
-            return Ok(Reply {
-                code,
-                enhanced,
-                text: text.join(" "),
-            });
+        let line = ReplyLine::parse(line.trim_end())
+            .map_err(|source| LmtpError::NotAReply { addr, source })?;
+        text.push(line.text.to_string());
+        if line.last {
+            return Ok(SmtpReply::from_text(line.code, &text.join(" ")));
         }
-    }
-}
-
-fn split_enhanced(text: &str) -> (Option<(u8, u16, u16)>, String) {
-    let (head, rest) = text.split_once(' ').unwrap_or((text, ""));
-    let mut parts = head.split('.').map(|p| p.parse::<u16>().ok());
-    match (
-        parts.next().flatten(),
-        parts.next().flatten(),
-        parts.next().flatten(),
-        parts.next(),
-    ) {
-        (Some(a), Some(b), Some(c), None) if a <= 5 => (Some((a as u8, b, c)), rest.to_string()),
-        _ => (None, text.to_string()),
     }
 }
 
@@ -176,12 +160,20 @@ mod tests {
         assert_eq!(dot_stuffed(b"a\n.b\r\n..c"), b"a\r\n..b\r\n...c\r\n.\r\n");
     }
 
-    #[test]
-    fn enhanced_codes_are_split_off() {
-        assert_eq!(
-            split_enhanced("5.1.1 No such user"),
-            (Some((5, 1, 1)), "No such user".into())
-        );
-        assert_eq!(split_enhanced("OK"), (None, "OK".into()));
+    #[tokio::test]
+    async fn multi_line_replies_are_joined() {
+        let addr: SocketAddr = "127.0.0.1:24".parse().unwrap();
+        let mut wire: &[u8] = b"550-5.1.1 No such\r\n550 user here\r\n250 2.0.0 OK\r\n";
+        let first = read_reply(&mut wire, addr).await.unwrap();
+        assert_eq!(first.to_string(), "550 5.1.1 No such user here");
+        let second = read_reply(&mut wire, addr).await.unwrap();
+        assert_eq!(second.to_string(), "250 2.0.0 OK");
+        assert!(matches!(
+            read_reply(&mut wire, addr).await,
+            Err(LmtpError::Closed { .. })
+        ));
+        let mut garbage: &[u8] = b"hello\r\n";
+        let e = read_reply(&mut garbage, addr).await.unwrap_err();
+        assert_eq!(e.to_string(), "LMTP 127.0.0.1:24: not a reply: hello");
     }
 }

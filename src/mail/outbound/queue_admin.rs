@@ -53,9 +53,13 @@ pub const ADMIN_PATH: &str = "/.ischedule-bridge/queue";
 
 impl Action {
     /// `GET /.ischedule-bridge/queue`, `POST …/ID/retry`, `DELETE …/ID`.
+    /// Whole segments only: `…/queue7` is another path, not item 7, and
+    /// goes to the origin like any path that is not the bridge's.
     pub fn from_http(method: &str, path: &str) -> Option<Action> {
-        let rest = path.strip_prefix(ADMIN_PATH)?;
-        let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
+        let parts: Vec<&str> = match path.strip_prefix(ADMIN_PATH)? {
+            "" => Vec::new(),
+            rest => rest.strip_prefix('/')?.split('/').collect(),
+        };
         match (method, parts.as_slice()) {
             ("GET", []) => Some(Action::List),
             ("POST", [id, "retry"]) => id.parse().ok().map(Action::Retry),
@@ -140,5 +144,22 @@ mod tests {
         }
         assert_eq!(Action::from_http("GET", "/.ischedule-bridge/queue/x"), None);
         assert_eq!(Action::from_http("POST", "/ischedule"), None);
+    }
+
+    #[test]
+    fn only_whole_segments_name_the_queue() {
+        assert_eq!(Action::from_http("GET", "/.ischedule-bridge/queued"), None);
+        assert_eq!(
+            Action::from_http("DELETE", "/.ischedule-bridge/queue7"),
+            None
+        );
+        assert_eq!(
+            Action::from_http("POST", "/.ischedule-bridge/queue7/retry"),
+            None
+        );
+        assert_eq!(
+            Action::from_http("DELETE", "/.ischedule-bridge/queue//7"),
+            None
+        );
     }
 }

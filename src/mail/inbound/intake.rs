@@ -9,17 +9,18 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use super::dsn;
-use super::listener::{Delivery, Envelope, Reply};
-use super::queue::Mailer;
-use super::transport::{Outcome, Transport};
+use super::listener::{Delivery, Envelope};
 use crate::imip::authenticate::{AuthError, Authenticator};
 use crate::imip::inbound::{self, Bounce, InboundError, Itip, Parsed};
 use crate::imip::outbound::Composed;
 use crate::imip::to_ischedule::{self, Refusal};
 use crate::ischedule::{RequestStatus, StatusCode};
 use crate::itip::{CalAddress, ItipMessage, Role};
+use crate::mail::outbound::dsn;
+use crate::mail::outbound::queue::{Mailer, NotQueued};
+use crate::mail::outbound::transport::Transport;
 use crate::scheduling::{unix_now, MailPolicy, Scheduler, Sender};
+use crate::smtp::{EnhancedStatus, Outcome, SmtpReply};
 use crate::store::FailureNotice;
 
 pub struct Intake {
@@ -31,42 +32,42 @@ pub struct Intake {
     pub next_hop: Option<Transport>,
 }
 
-fn reply(code: u16, enhanced: (u8, u16, u16), text: impl Into<String>) -> Reply {
-    Reply {
-        code,
-        enhanced: Some(enhanced),
-        text: text.into(),
-    }
+fn reply(code: u16, enhanced: EnhancedStatus, text: impl Into<String>) -> SmtpReply {
+    SmtpReply::new(code, Some(enhanced), text)
 }
 
 /// DESIGN.md table "iMIP → iSchedule": a receiver's request-status as the
 /// reply to the mail's sender. A receiver that is down gives 451, so the
 /// sending MTA keeps the message and retries: nothing is lost.
-pub fn reply_for(status: &RequestStatus, description: Option<&str>) -> Reply {
+pub fn reply_for(status: &RequestStatus, description: Option<&str>) -> SmtpReply {
     let text = match description {
         Some(d) => format!("{status}: {d}"),
         None => status.to_string(),
     };
     let code = status.code;
     match (code.class, code.major) {
-        (1 | 2, _) => reply(250, (2, 0, 0), text),
-        _ if code == StatusCode::INVALID_USER => reply(550, (5, 1, 1), text),
-        _ if code == StatusCode::NO_AUTHORITY => reply(550, (5, 7, 1), text),
-        (3, _) => reply(554, (5, 6, 0), text),
-        _ if code == StatusCode::NO_SCHEDULING_SUPPORT => reply(550, (5, 1, 1), text),
-        (5, 1) => reply(451, (4, 4, 1), text),
-        _ => reply(554, (5, 6, 0), text),
+        (1 | 2, _) => reply(250, EnhancedStatus::new(2, 0, 0), text),
+        _ if code == StatusCode::INVALID_USER => reply(550, EnhancedStatus::new(5, 1, 1), text),
+        _ if code == StatusCode::NO_AUTHORITY => reply(550, EnhancedStatus::new(5, 7, 1), text),
+        (3, _) => reply(554, EnhancedStatus::new(5, 6, 0), text),
+        _ if code == StatusCode::NO_SCHEDULING_SUPPORT => {
+            reply(550, EnhancedStatus::new(5, 1, 1), text)
+        }
+        (5, 1) => reply(451, EnhancedStatus::new(4, 4, 1), text),
+        _ => reply(554, EnhancedStatus::new(5, 6, 0), text),
     }
 }
 
-fn refusal_reply(refusal: &Refusal) -> Reply {
+fn refusal_reply(refusal: &Refusal) -> SmtpReply {
     match refusal {
         Refusal::NotAuthenticated(_) | Refusal::Mismatch(_) | Refusal::Token(_) => {
-            reply(550, (5, 7, 1), refusal.to_string())
+            reply(550, EnhancedStatus::new(5, 7, 1), refusal.to_string())
         }
-        Refusal::NoMethod | Refusal::Invalid(_) => reply(554, (5, 6, 0), refusal.to_string()),
-        Refusal::Store(_) => reply(451, (4, 3, 0), refusal.to_string()),
-        Refusal::Undecided(_) => reply(451, (4, 7, 0), refusal.to_string()),
+        Refusal::NoMethod | Refusal::Invalid(_) => {
+            reply(554, EnhancedStatus::new(5, 6, 0), refusal.to_string())
+        }
+        Refusal::Store(_) => reply(451, EnhancedStatus::new(4, 3, 0), refusal.to_string()),
+        Refusal::Undecided(_) => reply(451, EnhancedStatus::new(4, 7, 0), refusal.to_string()),
     }
 }
 
@@ -75,7 +76,11 @@ impl Delivery for Intake {
     /// No open relay: local clients may address anyone; everyone else only
     /// the local domains, this bridge's reply addresses, and its own
     /// envelope sender (where delivery reports come back).
-    async fn accept_recipient(&self, envelope: &Envelope, recipient: &str) -> Result<(), Reply> {
+    async fn accept_recipient(
+        &self,
+        envelope: &Envelope,
+        recipient: &str,
+    ) -> Result<(), SmtpReply> {
         let config = &self.scheduler.config;
         let local_recipient =
             CalAddress::parse(&format!("mailto:{recipient}")).is_ok_and(|a| config.is_local(&a));
@@ -86,13 +91,13 @@ impl Delivery for Intake {
         } else {
             Err(reply(
                 550,
-                (5, 7, 1),
+                EnhancedStatus::new(5, 7, 1),
                 format!("relaying denied: {recipient} is neither in a local domain nor an address of this bridge"),
             ))
         }
     }
 
-    async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Vec<Reply> {
+    async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Vec<SmtpReply> {
         let replies = self.handle(envelope, message).await;
         for (rcpt, r) in envelope.recipients.iter().zip(&replies) {
             tracing::info!(target: "ischedule::mail", from = %envelope.mail_from, rcpt = %rcpt, client = %envelope.client, reply = %r, "inbound");
@@ -104,21 +109,32 @@ impl Delivery for Intake {
         &self,
         envelope: &Envelope,
         message: &[u8],
-        failed: &[(String, Reply)],
+        failed: &[(String, SmtpReply)],
     ) {
         let config = &self.scheduler.config;
         let report = dsn::build(&config.mail.hostname, &envelope.mail_from, message, failed);
-        // The mailer queues the report when the first attempt fails for now,
-        // as for any mail: the 250 already sent promised it. A DSN has the
-        // null sender, so it can never bounce back here.
+        // The 250 that follows promises the report: it is stored before
+        // that answer and sent by the queue worker, so the client does not
+        // wait on the bridge's own SMTP. Only when it cannot be stored is it
+        // sent here and now. A DSN has the null sender, so it can never
+        // bounce back here.
         let report = Composed {
             envelope_from: String::new(),
             recipient: envelope.mail_from.clone(),
             message: report,
             notice: None,
         };
-        let (status, why) = self.mailer.deliver(report, unix_now()).await;
-        tracing::info!(target: "ischedule::mail", to = %envelope.mail_from, failed = failed.len(), status = %status, why = %why, "delivery status notification");
+        let to = &envelope.mail_from;
+        match self.mailer.queue_now(report, unix_now()) {
+            Ok(id) => {
+                tracing::info!(target: "ischedule::mail", to = %to, failed = failed.len(), queued = id, "delivery status notification queued");
+            }
+            Err(not_queued) => {
+                let NotQueued { error: e, mail } = *not_queued;
+                let (status, why) = self.mailer.deliver(mail, unix_now()).await;
+                tracing::warn!(target: "ischedule::mail", to = %to, failed = failed.len(), error = %e, status = %status, why = %why, "delivery status notification not queued, sent at once");
+            }
+        }
     }
 
     fn check_credentials(&self, user: &str, password: &str) -> bool {
@@ -143,21 +159,21 @@ impl Intake {
             .map(|net| format!("client address in {net}"))
     }
 
-    async fn handle(&self, envelope: &Envelope, message: &[u8]) -> Vec<Reply> {
+    async fn handle(&self, envelope: &Envelope, message: &[u8]) -> Vec<SmtpReply> {
         let count = envelope.recipients.len();
         match inbound::parse(message) {
             Ok(Parsed::Itip(itip)) => self.itip(envelope, message, &itip).await,
             Ok(Parsed::Bounce(bounce)) => vec![self.bounce(&bounce).await; count],
             Err(e @ InboundError::NoCalendar) => {
-                let refused = reply(550, (5, 6, 0), e.to_string());
+                let refused = reply(550, EnhancedStatus::new(5, 6, 0), e.to_string());
                 self.pass_through_or(envelope, message, &envelope.recipients, refused)
                     .await
             }
-            Err(e) => vec![reply(554, (5, 6, 0), e.to_string()); count],
+            Err(e) => vec![reply(554, EnhancedStatus::new(5, 6, 0), e.to_string()); count],
         }
     }
 
-    async fn itip(&self, envelope: &Envelope, message: &[u8], itip: &Itip) -> Vec<Reply> {
+    async fn itip(&self, envelope: &Envelope, message: &[u8], itip: &Itip) -> Vec<SmtpReply> {
         let count = envelope.recipients.len();
         let sender = self.authenticate(envelope, message, itip).await;
         let config = &self.scheduler.config;
@@ -174,13 +190,13 @@ impl Intake {
                 "{by} is not accepted for {} by this bridge's rules",
                 request.originator
             );
-            return vec![reply(550, (5, 7, 1), why); count];
+            return vec![reply(550, EnhancedStatus::new(5, 7, 1), why); count];
         }
         let scheduled = self.scheduler.schedule(request, MailPolicy::Never).await;
         tracing::info!(target: "ischedule::mail", originator = %request.originator, vouched_by = %by, method = %request.itip.method, "translated to iSchedule");
         let to_organizer = request.itip.method.originator_role() == Role::Attendee;
         // `None`: no iSchedule receiver, so the mail goes to the next hop.
-        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(count);
+        let mut replies: Vec<Option<SmtpReply>> = Vec::with_capacity(count);
         for rcpt in &envelope.recipients {
             let response = if to_organizer {
                 scheduled.response.responses.first()
@@ -200,7 +216,11 @@ impl Intake {
                     None
                 }
                 Some(r) => Some(reply_for(&r.status, r.description.as_deref())),
-                None => Some(reply(451, (4, 3, 0), "no status for this recipient")),
+                None => Some(reply(
+                    451,
+                    EnhancedStatus::new(4, 3, 0),
+                    "no status for this recipient",
+                )),
             });
         }
         let unserved: Vec<String> = envelope
@@ -215,7 +235,7 @@ impl Intake {
             .into_iter()
             .map(|r| {
                 r.or_else(|| relayed.next())
-                    .unwrap_or_else(|| reply(451, (4, 3, 0), "not relayed"))
+                    .unwrap_or_else(|| reply(451, EnhancedStatus::new(4, 3, 0), "not relayed"))
             })
             .collect()
     }
@@ -267,7 +287,7 @@ impl Intake {
 
     /// A bounce of mail this bridge sent: the organizer hears of it by a
     /// REPLY carrying REQUEST-STATUS:5.1.
-    async fn bounce(&self, bounce: &Bounce) -> Reply {
+    async fn bounce(&self, bounce: &Bounce) -> SmtpReply {
         let config = &self.scheduler.config;
         let ours = bounce.original_message_id.as_deref().is_some_and(|id| {
             id.to_ascii_lowercase()
@@ -276,7 +296,7 @@ impl Intake {
         if !ours {
             return reply(
                 550,
-                (5, 6, 0),
+                EnhancedStatus::new(5, 6, 0),
                 "a delivery report about mail this bridge did not send",
             );
         }
@@ -302,14 +322,14 @@ impl Intake {
         let Some(notice) = notice else {
             return reply(
                 550,
-                (5, 6, 0),
+                EnhancedStatus::new(5, 6, 0),
                 "a delivery report without the invitation it is about",
             );
         };
         let why = format!(
             "mail to {} bounced: {} {}",
             bounce.recipients.join(", "),
-            bounce.status.as_deref().unwrap_or(""),
+            bounce.status.map(|s| s.to_string()).unwrap_or_default(),
             bounce.diagnostic.as_deref().unwrap_or("")
         );
         let reference = bounce.original_message_id.clone().unwrap_or_default();
@@ -318,7 +338,7 @@ impl Intake {
             .await;
         reply(
             250,
-            (2, 0, 0),
+            EnhancedStatus::new(2, 0, 0),
             "delivery report turned into a REPLY to the organizer",
         )
     }
@@ -328,8 +348,8 @@ impl Intake {
         envelope: &Envelope,
         message: &[u8],
         rcpts: &[String],
-        refused: Reply,
-    ) -> Vec<Reply> {
+        refused: SmtpReply,
+    ) -> Vec<SmtpReply> {
         if self.next_hop.is_some() && self.local_client(envelope).is_some() {
             self.relay(envelope, message, rcpts).await
         } else {
@@ -339,12 +359,12 @@ impl Intake {
 
     /// Relays the mail unchanged to the next hop, one transaction per
     /// recipient so each keeps its own reply.
-    async fn relay(&self, envelope: &Envelope, message: &[u8], rcpts: &[String]) -> Vec<Reply> {
+    async fn relay(&self, envelope: &Envelope, message: &[u8], rcpts: &[String]) -> Vec<SmtpReply> {
         let Some(hop) = &self.next_hop else {
             return vec![
                 reply(
                     550,
-                    (5, 1, 1),
+                    EnhancedStatus::new(5, 1, 1),
                     "no iSchedule receiver and no next hop for mail"
                 );
                 rcpts.len()
@@ -353,18 +373,22 @@ impl Intake {
         let mut replies = Vec::with_capacity(rcpts.len());
         for rcpt in rcpts {
             replies.push(match hop.send(&envelope.mail_from, rcpt, message).await {
-                Outcome::Accepted { reply: r, .. } => {
-                    reply(250, (2, 0, 0), format!("relayed to the next hop: {r}"))
+                Outcome::Accepted { reply: r, .. } => reply(
+                    250,
+                    EnhancedStatus::new(2, 0, 0),
+                    format!("relayed to the next hop: {r}"),
+                ),
+                Outcome::Written { .. } => {
+                    reply(250, EnhancedStatus::new(2, 0, 0), "written to the outbox")
                 }
-                Outcome::Written { .. } => reply(250, (2, 0, 0), "written to the outbox"),
-                Outcome::Temporary { reply: r } => reply(451, (4, 4, 1), format!("next hop: {r}")),
-                Outcome::Permanent {
-                    code,
-                    enhanced,
-                    reply: r,
-                } => Reply {
-                    code,
-                    enhanced: enhanced.or(Some((5, 0, 0))),
+                Outcome::Temporary { reason } => reply(
+                    451,
+                    EnhancedStatus::new(4, 4, 1),
+                    format!("next hop: {reason}"),
+                ),
+                Outcome::Permanent { reply: r } => SmtpReply {
+                    code: r.code,
+                    enhanced: r.enhanced.or(Some(EnhancedStatus::new(5, 0, 0))),
                     text: format!("next hop: {r}"),
                 },
             });
@@ -381,14 +405,29 @@ mod tests {
     fn receiver_statuses_become_the_replies_of_the_design_table() {
         let code = |s: &str| {
             let r = reply_for(&s.parse().unwrap(), None);
-            (r.code, r.enhanced.unwrap())
+            (r.code.get(), r.enhanced.unwrap())
         };
-        assert_eq!(code("2.0;Success"), (250, (2, 0, 0)));
-        assert_eq!(code("1.1;Sent"), (250, (2, 0, 0)));
-        assert_eq!(code("3.7;Invalid calendar user"), (550, (5, 1, 1)));
-        assert_eq!(code("3.8;No authority"), (550, (5, 7, 1)));
-        assert_eq!(code("3.1;Invalid property name"), (554, (5, 6, 0)));
-        assert_eq!(code("5.3;No scheduling support for user"), (550, (5, 1, 1)));
-        assert_eq!(code("5.1;Service unavailable"), (451, (4, 4, 1)));
+        assert_eq!(code("2.0;Success"), (250, EnhancedStatus::new(2, 0, 0)));
+        assert_eq!(code("1.1;Sent"), (250, EnhancedStatus::new(2, 0, 0)));
+        assert_eq!(
+            code("3.7;Invalid calendar user"),
+            (550, EnhancedStatus::new(5, 1, 1))
+        );
+        assert_eq!(
+            code("3.8;No authority"),
+            (550, EnhancedStatus::new(5, 7, 1))
+        );
+        assert_eq!(
+            code("3.1;Invalid property name"),
+            (554, EnhancedStatus::new(5, 6, 0))
+        );
+        assert_eq!(
+            code("5.3;No scheduling support for user"),
+            (550, EnhancedStatus::new(5, 1, 1))
+        );
+        assert_eq!(
+            code("5.1;Service unavailable"),
+            (451, EnhancedStatus::new(4, 4, 1))
+        );
     }
 }
