@@ -5,12 +5,13 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::discovery::capability_cache::CapabilityCache;
 use crate::discovery::DnsResolver;
-use crate::imip::authenticate::Authenticator;
+use crate::imip::authenticate::{AuthError, Authenticator};
 use crate::mail::inbound::intake::Intake;
 use crate::mail::inbound::listener::Protocol;
 use crate::mail::outbound::imip_delivery::ImipDelivery;
 use crate::mail::outbound::queue::Mailer;
-use crate::mail::outbound::transport::Transport;
+use crate::mail::outbound::transport::{Transport, TransportError};
+use crate::proxy::admin::AdminApp;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::mail_listeners::MailListenerService;
 use crate::proxy::own_capabilities::OwnCapabilities;
@@ -30,7 +31,11 @@ pub enum StartError {
     #[error("state store: {0}")]
     Store(#[from] StoreError),
     #[error("outbound mail: {0}")]
-    Mail(String),
+    Mail(#[source] TransportError),
+    #[error("mail.next_hop: {0}")]
+    NextHop(#[source] TransportError),
+    #[error("sender authentication: {0}")]
+    Authentication(#[from] AuthError),
 }
 
 /// What routing and native forwarding need, and nothing that holds state
@@ -87,7 +92,7 @@ pub fn scheduling(config: Config) -> Result<Scheduling, StartError> {
         smtp.helo.clone(),
         smtp.timeout,
     )
-    .map_err(|e| StartError::Mail(e.to_string()))?
+    .map_err(StartError::Mail)?
     .with_direct_port(smtp.direct_port);
     let mailer = Arc::new(Mailer {
         transport,
@@ -116,8 +121,7 @@ pub fn scheduling(config: Config) -> Result<Scheduling, StartError> {
 pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
     let scheduler = scheduling.scheduler.clone();
     let config = scheduler.config.clone();
-    let authenticator = Authenticator::new(&config.dns.nameservers, config.timeouts.dns)
-        .map_err(|e| StartError::Mail(format!("sender authentication: {e}")))?;
+    let authenticator = Authenticator::new(&config.dns.nameservers, config.timeouts.dns)?;
     let next_hop = config
         .mail
         .next_hop
@@ -131,7 +135,7 @@ pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
             )
         })
         .transpose()
-        .map_err(|e| StartError::Mail(format!("mail.next_hop: {e}")))?;
+        .map_err(StartError::NextHop)?;
     Ok(Intake {
         scheduler,
         mailer: scheduling.mailer.clone(),
@@ -144,6 +148,8 @@ pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
 /// mail listeners, sharing one scheduler.
 pub struct Services {
     pub http: BridgeService,
+    /// The admin listener's address and application, when configured.
+    pub admin: Option<(std::net::SocketAddr, AdminApp)>,
     pub worker: QueueWorker,
     pub mail: Vec<MailListenerService>,
 }
@@ -176,7 +182,20 @@ pub fn services(config: Config) -> Result<Services, StartError> {
             }
         }
     }
+    let server = &mail_config.server;
+    let admin = server.admin_listen.map(|addr| {
+        let listeners = server
+            .listen
+            .iter()
+            .copied()
+            .chain(server.tls.iter().map(|t| t.listen))
+            .chain(listeners.iter().filter_map(|(_, a)| *a))
+            .collect();
+        let store = scheduler.store.clone();
+        (addr, AdminApp { store, listeners })
+    });
     Ok(Services {
+        admin,
         http: BridgeService { scheduler, own },
         worker,
         mail,

@@ -169,6 +169,8 @@ pub struct Server {
     pub path: String,
     /// Where requests that are not iSchedule go, unchanged.
     pub origin: Option<Url>,
+    /// Metrics and health checks (`proxy::admin`); none without it.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
