@@ -103,6 +103,7 @@ fn scheduling_on(core: Core) -> Result<Scheduling, StartError> {
         store: store.clone(),
         status_map: smtp.status_map.clone(),
         queue: core.config.queue.clone(),
+        remember_sent: core.config.queue.max_age + core.config.idempotency_window,
         wake: Default::default(),
     });
     let mail = Arc::new(ImipDelivery {

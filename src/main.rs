@@ -10,6 +10,7 @@ use ischedule_bridge::dkim::{self, KeyRecord, SigningKey};
 use ischedule_bridge::itip::CalAddress;
 use ischedule_bridge::mail::inbound::listener::{Delivery, Envelope};
 use ischedule_bridge::mail::inbound::lmtp_client;
+use ischedule_bridge::mail::inbound::xclient::Xclient;
 use ischedule_bridge::mail::outbound::queue_admin;
 use ischedule_bridge::proxy::forward::Forwarder;
 use ischedule_bridge::proxy::upstream::{Endpoint, Request};
@@ -671,8 +672,13 @@ fn ingest(
         // A running bridge holds the store: hand the mail to its LMTP listener.
         Err(app::StartError::Store(StoreError::AlreadyOpen { .. })) => {
             let addr = lmtp.context("a running bridge holds the store and has no LMTP listener (mail.lmtp_listen) to take the mail")?;
+            let client = Xclient {
+                addr: Some(envelope.client.ip()),
+                port: None,
+                helo: Some(envelope.helo.clone()),
+            };
             runtime.block_on(lmtp_client::deliver(
-                addr, &sender, &rcpts, &message, timeout,
+                addr, &client, &sender, &rcpts, &message, timeout,
             ))?
         }
         Err(e) => return Err(e.into()),

@@ -10,72 +10,14 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD;
-use base64::Engine as _;
-
 use support::{
-    calendar_part, free_port, http, ical_day, itip, schedule_post, statuses, swaks, Bridge, Certs,
-    Cyrus, Dns, SmtpSink, Zone,
+    calendar_part, counting_receiver, eventually, free_port, http, ical_day, itip, partstat,
+    posts_received, put_event, schedule_post, statuses, swaks, Bridge, Certs, Cyrus, Dns, SmtpSink,
+    Zone, AUTH,
 };
 
 const BOB: &str = "mailto:bob@cyrus.test";
 const CAROL: &str = "mailto:carol@mail.test";
-const AUTH: (&str, &str) = ("Authorization", "Basic Ym9iOng="); // bob:x
-
-fn eventually(secs: u64, mut ready: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
-    while std::time::Instant::now() < deadline {
-        if ready() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    ready()
-}
-
-/// Bob's own copy of the event in Cyrus, as his calendar client stored it.
-fn put_event(cyrus: &Cyrus, user: &str, uid: &str, attendee: &str) {
-    let event = itip(
-        "REQUEST",
-        "VEVENT",
-        &format!("mailto:{user}@{}", cyrus.domain),
-        &[(attendee, "NEEDS-ACTION")],
-        uid,
-    )
-    .replace("METHOD:REQUEST\r\n", "");
-    let path = format!("/dav/calendars/user/{user}/Default/{uid}.ics");
-    let auth = format!("Basic {}", STANDARD.encode(format!("{user}:x")));
-    let r = http(
-        cyrus.http_port,
-        "PUT",
-        &path,
-        &[("Authorization", &auth), ("Content-Type", "text/calendar")],
-        event.as_bytes(),
-    );
-    assert!(
-        matches!(r.status, 201 | 204),
-        "CalDAV PUT {path}: {} {}",
-        r.status,
-        r.text()
-    );
-}
-
-/// The PARTSTAT of `attendee` in bob's copy of event `uid`.
-fn partstat(cyrus: &Cyrus, uid: &str, attendee: &str) -> Option<String> {
-    let r = http(
-        cyrus.http_port,
-        "GET",
-        &format!("/dav/calendars/user/bob/Default/{uid}.ics"),
-        &[AUTH],
-        b"",
-    );
-    let unfolded = r.text().replace("\r\n ", "");
-    let line = unfolded
-        .lines()
-        .find(|l| l.starts_with("ATTENDEE") && l.to_ascii_lowercase().ends_with(attendee))?;
-    let value = line.split(';').find_map(|p| p.strip_prefix("PARTSTAT="))?;
-    Some(value.split([':', ';']).next()?.to_string())
-}
 
 /// A REPLY as carol's client writes it: her ATTENDEE only, ACCEPTED, to
 /// the ORGANIZER the invitation named (maybe a reply token address).
@@ -608,26 +550,6 @@ fn invitation_mail(dir: &Path, to: &[&str], uid: &str, message_id: &str) -> Path
     )
     .unwrap();
     path
-}
-
-/// A receiver in front of Cyrus that counts what it is sent: a second
-/// bridge, whose log has one `scheduled` line per POST it answered.
-fn counting_receiver(port: u16, cyrus: &Cyrus) -> Bridge {
-    Bridge::start(
-        port,
-        &format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
-            cyrus.http_port
-        ),
-    )
-}
-
-fn posts_received(receiver: &Bridge, message_id: &str) -> usize {
-    receiver
-        .log()
-        .lines()
-        .filter(|l| l.contains("scheduled") && l.contains(message_id))
-        .count()
 }
 
 #[test]

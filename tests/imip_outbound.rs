@@ -469,7 +469,7 @@ fn given_up_mail_is_reported_to_the_organizers_receiver() {
         "posted to Cyrus: {line}"
     );
     assert!(
-        line.contains("outcome=2.0"),
+        line.contains("outcome=posted: 2.0"),
         "Cyrus accepted the REPLY: {line}"
     );
     assert!(log.contains("given up"), "{log}");

@@ -16,7 +16,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ischedule_bridge::mail::inbound::listener::{Delivery, Envelope, Limits, Listener, Protocol};
+use ischedule_bridge::mail::inbound::listener::{
+    Connections, Delivery, Envelope, Limits, Listener, Protocol,
+};
 use ischedule_bridge::mail::outbound::dsn;
 use ischedule_bridge::smtp::{EnhancedStatus, SmtpReply};
 use rustls_pki_types::pem::PemObject;
@@ -86,13 +88,14 @@ impl Delivery for Recorder {
         envelope: &Envelope,
         message: &[u8],
         failed: &[(String, SmtpReply)],
-    ) {
+    ) -> bool {
         let dsn = dsn::build(HOST, &envelope.mail_from, message, failed);
         self.reported.lock().unwrap().push(Report {
             envelope: envelope.clone(),
             failed: failed.to_vec(),
             dsn,
         });
+        true
     }
 
     fn check_credentials(&self, user: &str, password: &str) -> bool {
@@ -155,9 +158,16 @@ impl Server {
         let (done_tx, done) = std::sync::mpsc::channel();
         rt.spawn(async move {
             listener
-                .serve(tcp, options.max_connections, async {
-                    let _ = stop.await;
-                })
+                .serve(
+                    tcp,
+                    Connections {
+                        total: options.max_connections,
+                        per_client: options.max_connections,
+                    },
+                    async {
+                        let _ = stop.await;
+                    },
+                )
                 .await;
             let _ = done_tx.send(());
         });
@@ -1003,7 +1013,10 @@ except smtplib.SMTPConnectError as e:
 "#,
         &[],
     );
-    assert_eq!(out, "421 4.7.0 too many connections\n");
+    assert_eq!(
+        out,
+        "421 4.7.0 too many connections from 127.0.0.1 (limit 1 per client)\n"
+    );
     first.send(b"QUIT\r\n");
     assert_eq!(first.rest(), ["221 2.0.0 mx.test closing connection"]);
     // the slot is free again once the session has ended

@@ -185,6 +185,15 @@ pub struct Mail {
     pub max_message_bytes: usize,
     pub max_recipients: usize,
     pub max_connections: usize,
+    /// Sessions at once from one client address, per listener.
+    pub max_connections_per_client: usize,
+    /// How long one SMTP/LMTP session may last.
+    pub session_timeout: Duration,
+    /// Command lines per session (NOOP, RSET, HELP included).
+    pub max_commands: usize,
+    /// How long handling one delivered mail may take (authentication,
+    /// receivers, next hop); then every recipient gets 451 4.4.7.
+    pub delivery_timeout: Duration,
     /// Clients trusted to speak for the local domains without DMARC.
     pub local_clients: Vec<IpNet>,
     pub accept: Vec<Accept>,

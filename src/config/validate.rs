@@ -409,6 +409,7 @@ fn dkim(c: &Checker, d: file::Dkim) -> Result<Dkim, ConfigError> {
 }
 
 fn mail(c: &Checker, m: file::Mail, imip: &Imip) -> Result<Mail, ConfigError> {
+    let secs = |n: usize| Duration::from_secs(n as u64);
     let listen = |key: &str, v: Option<String>| v.map(|v| c.socket(key, &v)).transpose();
     let bounded =
         |key: &str, v: Option<u64>, default: u64, max: u64| -> Result<usize, ConfigError> {
@@ -452,6 +453,25 @@ fn mail(c: &Checker, m: file::Mail, imip: &Imip) -> Result<Mail, ConfigError> {
         )?,
         max_recipients: bounded("mail.max_recipients", m.max_recipients, 100, 10_000)?,
         max_connections: bounded("mail.max_connections", m.max_connections, 100, 10_000)?,
+        max_connections_per_client: bounded(
+            "mail.max_connections_per_client",
+            m.max_connections_per_client,
+            10,
+            10_000,
+        )?,
+        session_timeout: secs(bounded(
+            "mail.session_timeout_secs",
+            m.session_timeout_secs,
+            600,
+            86_400,
+        )?),
+        max_commands: bounded("mail.max_commands", m.max_commands, 1000, 1_000_000)?,
+        delivery_timeout: secs(bounded(
+            "mail.delivery_timeout_secs",
+            m.delivery_timeout_secs,
+            120,
+            3600,
+        )?),
         // Empty by default: a local MTA on loopback hands over mail from
         // anywhere, so nothing is trusted for the local domains unless named.
         local_clients: c.cidrs("mail.local_clients", &m.local_clients.unwrap_or_default())?,

@@ -1,5 +1,5 @@
-//! Sender authentication of inbound iMIP mail from remote domains: DKIM (every
-//! signature), SPF for the MAIL FROM identity (the HELO identity for the null
+//! Sender authentication of inbound iMIP mail from remote domains: DKIM (the
+//! first [`MAX_DKIM_SIGNATURES`] signatures), SPF for the MAIL FROM identity (the HELO identity for the null
 //! sender) and DMARC for the RFC 5322.From domain, through `mail-auth`.
 //!
 //! The outcome is a [`Verdict`] whose `reason` is written for the admin who
@@ -34,6 +34,12 @@ use mail_auth::{
     AuthenticatedMessage, DkimOutput, DkimResult, DmarcOutput, DmarcResult, DnsError,
     MessageAuthenticator, SpfOutput, SpfResult,
 };
+
+/// DKIM signatures checked per mail, topmost first. Each costs DNS lookups,
+/// a public-key operation and possibly a hash over the whole body, so a
+/// mail with thousands of them must not get thousands of checks; honest
+/// mail carries one to three.
+pub const MAX_DKIM_SIGNATURES: usize = 5;
 
 /// What the checks found, in words an admin can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,7 +101,7 @@ impl Authenticator {
         })
     }
 
-    /// DKIM (all signatures), SPF for MAIL FROM (HELO domain if the null
+    /// DKIM (the first [`MAX_DKIM_SIGNATURES`]), SPF for MAIL FROM (HELO domain if the null
     /// sender), DMARC for the From domain, aligned per DMARC relaxed alignment.
     ///
     /// `mail_from` may be given with or without angle brackets; "" and "<>"
@@ -109,6 +115,10 @@ impl Authenticator {
         mta_hostname: &str,
     ) -> Result<Verdict, AuthError> {
         let raw = crlf(message);
+        let (raw, dropped) = first_signatures(&raw, MAX_DKIM_SIGNATURES);
+        if dropped > 0 {
+            tracing::info!(target: "ischedule::mail", dropped, kept = MAX_DKIM_SIGNATURES, "DKIM signatures beyond the limit not checked");
+        }
         let message = AuthenticatedMessage::parse(&raw).ok_or(AuthError::Unparseable)?;
         let from = from_finding(&message);
 
@@ -121,30 +131,9 @@ impl Authenticator {
                 .map(sig_finding),
         );
 
-        let helo = helo.trim().trim_end_matches('.');
-        let sender = mail_from
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>');
-        // The MAIL FROM domain, else (null sender, or no domain part) the HELO name.
-        let identity = sender.rsplit_once('@').map_or(helo, |(_, domain)| domain);
-        let spf_output = if !is_domain(identity) {
-            // An address literal or a bare word is no SPF identity.
-            SpfOutput::new(identity.to_string()).with_result(SpfResult::None)
-        } else if sender.is_empty() {
-            self.inner
-                .verify_spf(SpfParameters::verify_ehlo(client_ip, helo, mta_hostname))
-                .await
-        } else {
-            self.inner
-                .verify_spf(SpfParameters::verify_mail_from(
-                    client_ip,
-                    helo,
-                    mta_hostname,
-                    sender,
-                ))
-                .await
-        };
+        let spf_output = self
+            .spf_output(client_ip, helo, mail_from, mta_hostname)
+            .await;
         let spf = spf_finding(&spf_output, client_ip);
 
         let dmarc = match &from {
@@ -170,6 +159,112 @@ impl Authenticator {
             dmarc,
         })
     }
+}
+
+impl Authenticator {
+    /// Whether SPF passes for the MAIL FROM domain of `mail_from` (not the
+    /// HELO name): what lets the bridge believe the envelope sender is where
+    /// a delivery status notification may go. The null sender never passes.
+    pub async fn spf_passes_for_mail_from(
+        &self,
+        client_ip: IpAddr,
+        helo: &str,
+        mail_from: &str,
+        mta_hostname: &str,
+    ) -> (bool, String) {
+        if envelope_sender(mail_from).is_empty() {
+            return (false, "the null sender has no SPF identity".into());
+        }
+        let output = self
+            .spf_output(client_ip, helo, mail_from, mta_hostname)
+            .await;
+        let result = output.result();
+        let why = spf_text(spf_finding(&output, client_ip).as_ref(), None);
+        (result == SpfResult::Pass, why)
+    }
+
+    /// SPF for the MAIL FROM identity, the HELO identity for the null sender.
+    async fn spf_output(
+        &self,
+        client_ip: IpAddr,
+        helo: &str,
+        mail_from: &str,
+        mta_hostname: &str,
+    ) -> SpfOutput {
+        let helo = helo.trim().trim_end_matches('.');
+        let sender = envelope_sender(mail_from);
+        // The MAIL FROM domain, else (null sender, or no domain part) the HELO name.
+        let identity = sender.rsplit_once('@').map_or(helo, |(_, domain)| domain);
+        if !is_domain(identity) {
+            // An address literal or a bare word is no SPF identity.
+            SpfOutput::new(identity.to_string()).with_result(SpfResult::None)
+        } else if sender.is_empty() {
+            self.inner
+                .verify_spf(SpfParameters::verify_ehlo(client_ip, helo, mta_hostname))
+                .await
+        } else {
+            self.inner
+                .verify_spf(SpfParameters::verify_mail_from(
+                    client_ip,
+                    helo,
+                    mta_hostname,
+                    sender,
+                ))
+                .await
+        }
+    }
+}
+
+/// `mail_from` without spaces or angle brackets; "" for the null sender.
+fn envelope_sender(mail_from: &str) -> &str {
+    mail_from
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+}
+
+/// The message with only the first `keep` DKIM-Signature header fields,
+/// and how many were dropped. Dropped before parsing, because parsing
+/// already hashes the body once per distinct signature.
+fn first_signatures(message: &[u8], keep: usize) -> (Cow<'_, [u8]>, usize) {
+    let header_end = message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(message.len(), |i| i + 2);
+    let (header, body) = message.split_at(header_end);
+    // Header fields with their continuation lines, CRLF included.
+    let mut fields: Vec<&[u8]> = Vec::new();
+    for line in header.split_inclusive(|&b| b == b'\n') {
+        match fields.last_mut() {
+            Some(field) if line.starts_with(b" ") || line.starts_with(b"\t") => {
+                let start = field.as_ptr() as usize - header.as_ptr() as usize;
+                *field = &header[start..start + field.len() + line.len()];
+            }
+            _ => fields.push(line),
+        }
+    }
+    let is_signature = |field: &[u8]| {
+        field
+            .get(..15)
+            .is_some_and(|name| name.eq_ignore_ascii_case(b"dkim-signature:"))
+    };
+    let total = fields.iter().filter(|f| is_signature(f)).count();
+    if total <= keep {
+        return (Cow::Borrowed(message), 0);
+    }
+    let mut seen = 0;
+    let mut out = Vec::with_capacity(message.len());
+    for field in fields {
+        if is_signature(field) {
+            seen += 1;
+            if seen > keep {
+                continue;
+            }
+        }
+        out.extend_from_slice(field);
+    }
+    out.extend_from_slice(body);
+    (Cow::Owned(out), total - keep)
 }
 
 /// Looks like a host name with at least two labels (not `[192.0.2.1]`, not `localhost`).
@@ -680,6 +775,32 @@ fn decide(f: &Findings) -> Result<Verdict, AuthError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_first_dkim_signatures_are_kept() {
+        let sig = |n: usize| format!("DKIM-Signature: v=1; d=d{n}.test;\r\n\tb=abc\r\n");
+        let mut mail = String::from("From: a@b.test\r\n");
+        for n in 0..8 {
+            mail += &sig(n);
+        }
+        mail += "dkim-signature: v=1; d=lower.test\r\nSubject: s\r\n\r\nDKIM-Signature: in the body\r\n";
+        let (kept, dropped) = first_signatures(mail.as_bytes(), 5);
+        let kept = String::from_utf8(kept.into_owned()).unwrap();
+        assert_eq!(dropped, 4);
+        assert!(
+            kept.contains(&sig(4)) && !kept.contains("d5.test") && !kept.contains("lower.test"),
+            "{kept}"
+        );
+        assert!(
+            kept.ends_with("Subject: s\r\n\r\nDKIM-Signature: in the body\r\n"),
+            "{kept}"
+        );
+        let few = "From: a@b.test\r\nDKIM-Signature: v=1\r\n\r\nbody";
+        assert!(matches!(
+            first_signatures(few.as_bytes(), 5),
+            (Cow::Borrowed(_), 0)
+        ));
+    }
 
     fn sig(d: &str, result: SigResult, detail: Option<&str>) -> SigFinding {
         SigFinding {

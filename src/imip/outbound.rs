@@ -114,6 +114,7 @@ pub fn compose(
         .as_ref()
         .filter(|_| from_organizer)
         .map(|organizer| FailureNotice {
+            message_id: message_id.clone(),
             organizer: organizer.as_str().to_string(),
             attendee: recipient.as_str().to_string(),
             uid: itip.uid.clone(),

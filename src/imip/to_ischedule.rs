@@ -28,6 +28,10 @@ pub enum Refusal {
     Undecided(String),
     #[error("{0}")]
     Mismatch(String),
+    /// A reply that would be posted to an organizer the mail had no right
+    /// to reach: the bridge must not relay for strangers.
+    #[error("relaying denied: {0}")]
+    Relay(String),
     #[error("reply token: {0}")]
     Token(String),
     #[error("reply token lookup failed: {0}")]
@@ -120,6 +124,9 @@ pub fn translate(
     };
 
     let vouched_by = vouch(config, token.as_ref(), &itip, &originator, sender)?;
+    if from_attendee && vouched_by.0 == Accept::Dmarc {
+        reply_stays_local(config, method, &recipients[0], envelope_recipients)?;
+    }
     rules::check_originator(&itip, &originator).map_err(Rejection::from)?;
     rules::check_recipients(&itip, &recipients).map_err(Rejection::from)?;
     let content_type = format!(
@@ -175,6 +182,34 @@ fn token_key(
         }
     }
     Ok(found)
+}
+
+/// What an attendee mails goes to the ORGANIZER inside it. Only a reply
+/// token or a local client can vouch for an organizer elsewhere; for anyone
+/// else (a DMARC-verified stranger) the organizer must be a local user the
+/// mail was actually addressed to, or the bridge would post the stranger's
+/// REPLY to any domain it names.
+fn reply_stays_local(
+    config: &Config,
+    method: crate::itip::Method,
+    organizer: &CalAddress,
+    envelope_recipients: &[String],
+) -> Result<(), Refusal> {
+    if !config.is_local(organizer) {
+        return Err(Refusal::Relay(format!(
+            "a {method} from outside may only go to an organizer in a local domain; ORGANIZER {organizer} is not in one"
+        )));
+    }
+    let addressed = envelope_recipients
+        .iter()
+        .any(|r| Some(r.to_ascii_lowercase().as_str()) == organizer.email());
+    if !addressed {
+        return Err(Refusal::Relay(format!(
+            "the {method} names ORGANIZER {organizer}, but the mail is addressed to {}",
+            envelope_recipients.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// The iTIP originator must be who the mail proved to be.
@@ -340,6 +375,43 @@ mod tests {
             translate(&c, &store, &reply(None), &to, &local),
             Err(Refusal::Mismatch(_))
         ));
+    }
+
+    #[test]
+    fn a_verified_strangers_reply_goes_only_to_the_local_organizer_it_was_mailed_to() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let c = config();
+        let carol = Sender::Verified {
+            address: "carol@mail.test".into(),
+            by: "DMARC pass".into(),
+        };
+        let to = ["bob@example.com".to_string()];
+        let elsewhere = reply(Some("mailto:victim@elsewhere.test"));
+        let e = translate(&c, &store, &elsewhere, &to, &carol).unwrap_err();
+        assert!(matches!(e, Refusal::Relay(_)), "{e}");
+        assert!(e.to_string().contains("victim@elsewhere.test"), "{e}");
+        let other_local = reply(Some("mailto:alice@example.com"));
+        let e = translate(&c, &store, &other_local, &to, &carol).unwrap_err();
+        assert!(
+            e.to_string().contains("addressed to bob@example.com"),
+            "{e}"
+        );
+        let ok = translate(
+            &c,
+            &store,
+            &reply(Some("mailto:BOB@example.com")),
+            &to,
+            &carol,
+        );
+        assert!(ok.is_ok(), "{:?}", ok.err());
+        // A local client vouches for its own attendee's reply anywhere.
+        let mut local_reply = reply(Some("mailto:victim@elsewhere.test"));
+        local_reply.calendar = local_reply
+            .calendar
+            .replace("mailto:carol@mail.test", "mailto:dave@example.com");
+        let local = Sender::Local { by: "test".into() };
+        assert!(translate(&c, &store, &local_reply, &to, &local).is_ok());
     }
 
     /// An invitation from a local organizer, sent by a local client.

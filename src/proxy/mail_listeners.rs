@@ -13,7 +13,7 @@ use tokio_rustls::rustls;
 
 use crate::config::Config;
 use crate::mail::inbound::intake::Intake;
-use crate::mail::inbound::listener::{Limits, Listener, Protocol};
+use crate::mail::inbound::listener::{Connections, Limits, Listener, Protocol};
 
 pub struct MailListenerService {
     /// Bound at start-up, so a port in use stops the bridge with an error
@@ -21,7 +21,7 @@ pub struct MailListenerService {
     socket: std::sync::Mutex<Option<std::net::TcpListener>>,
     addr: SocketAddr,
     listener: Listener,
-    max_connections: usize,
+    connections: Connections,
 }
 
 impl MailListenerService {
@@ -41,13 +41,18 @@ impl MailListenerService {
         let limits = Limits {
             max_message_bytes: config.mail.max_message_bytes,
             max_recipients: config.mail.max_recipients,
+            session_timeout: config.mail.session_timeout,
+            max_commands: config.mail.max_commands,
             ..Limits::default()
         };
         Ok(MailListenerService {
             socket: std::sync::Mutex::new(Some(socket)),
             addr,
             listener: Listener::new(protocol, limits, config.mail.hostname.clone(), tls, intake),
-            max_connections: config.mail.max_connections,
+            connections: Connections {
+                total: config.mail.max_connections,
+                per_client: config.mail.max_connections_per_client,
+            },
         })
     }
 }
@@ -85,8 +90,6 @@ impl BackgroundService for MailListenerService {
         let stop = async move {
             let _ = shutdown.changed().await;
         };
-        self.listener
-            .serve(socket, self.max_connections, stop)
-            .await;
+        self.listener.serve(socket, self.connections, stop).await;
     }
 }

@@ -17,7 +17,7 @@ use crate::scheduling::{unix_now, Scheduler};
 /// command line is picked up soon even when nothing else is due.
 const MAX_IDLE: Duration = Duration::from_secs(5);
 
-/// How often expired idempotency records are swept (a full scan).
+/// How often expired idempotency and sent-mail records are swept (a full scan).
 const PURGE_EVERY_SECS: u64 = 60;
 
 pub struct QueueWorker {
@@ -39,10 +39,10 @@ impl QueueWorker {
             match self.scheduler.store.purge_expired(now) {
                 Ok(0) => {}
                 Ok(n) => {
-                    tracing::info!(target: "ischedule::queue", purged = n, "idempotency records expired")
+                    tracing::info!(target: "ischedule::queue", purged = n, "idempotency and sent-mail records expired")
                 }
                 Err(e) => {
-                    tracing::error!(target: "ischedule::queue", error = %e, "purging idempotency records failed")
+                    tracing::error!(target: "ischedule::queue", error = %e, "purging expired records failed")
                 }
             }
         }
@@ -63,14 +63,21 @@ impl QueueWorker {
     }
 
     /// Tells the organizer, by a REPLY from the attendee carrying
-    /// `REQUEST-STATUS:5.1`, that queued mail will not be delivered.
+    /// `REQUEST-STATUS:5.1`, that queued mail will not be delivered; the
+    /// item leaves the queue only once that is settled.
     async fn report_given_up(&self, given_up: &GivenUp) {
-        if let Some(notice) = &given_up.mail.notice {
-            let why = format!("{} ({})", given_up.why, given_up.status);
-            let reference = format!("queue-{}", given_up.id);
-            self.scheduler
-                .report_failure(notice, &why, &reference)
-                .await;
+        let Some(notice) = &given_up.mail.notice else {
+            return;
+        };
+        let undeliverable = &given_up.undeliverable;
+        let why = format!("{} ({})", undeliverable.why, undeliverable.status);
+        let reference = format!("queue-{}", given_up.id);
+        let outcome = self
+            .scheduler
+            .report_failure(notice, &why, &reference)
+            .await;
+        if let Err(e) = self.mailer.reported(given_up, &outcome, unix_now()) {
+            tracing::error!(target: "ischedule::queue", id = given_up.id, error = %e, "could not settle a given-up item; its report will be repeated");
         }
     }
 }

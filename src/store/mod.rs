@@ -1,5 +1,5 @@
-//! Durable state of the bridge: the outbound iMIP mail queue, reply tokens
-//! and idempotency keys (DESIGN.md, "State").
+//! Durable state of the bridge: the outbound iMIP mail queue, reply tokens,
+//! idempotency keys and the records of mail sent (DESIGN.md, "State").
 //!
 //! Everything goes through the one [`Store`] trait so that the embedded
 //! [`RedbStore`] can later be joined by a PostgreSQL backend shared by
@@ -100,12 +100,33 @@ pub struct QueuedMail {
     pub next_attempt: UnixTime,
     pub last_error: Option<String>,
     pub notice: Option<FailureNotice>,
+    /// Set once delivery is given up: the item then stays, due again only
+    /// to report the failure, until the organizer has been told (or cannot
+    /// ever be), so a crash or a receiver that is down loses no notice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_up: Option<Undeliverable>,
+}
+
+/// Why a queued mail will not be delivered, and how often telling the
+/// organizer has failed so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Undeliverable {
+    /// The request-status the failure maps to, e.g. `5.1;Service unavailable`.
+    pub status: String,
+    pub why: String,
+    /// Failed attempts to post the failure REPLY.
+    pub reports: u32,
 }
 
 /// What is needed to tell the organizer if delivery finally fails (a
 /// METHOD:REPLY with REQUEST-STATUS:5.1 posted to the organizer's receiver).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FailureNotice {
+    /// The Message-ID (without `<>`) of the mail this notice is about: a
+    /// delivery report naming it is honoured only while its record lasts.
+    /// Empty in queue items written before it was recorded.
+    #[serde(default)]
+    pub message_id: String,
     pub organizer: String,
     pub attendee: String,
     pub uid: String,
@@ -140,7 +161,16 @@ pub trait Store: Send + Sync {
         attempts: u32,
         last_error: &str,
     ) -> Result<(), StoreError>;
-    /// Takes an item out of the queue (delivered or given up), returning it.
+    /// Marks an item undeliverable (or records another failed report of
+    /// it) and makes it due at `next_attempt` for its failure report;
+    /// [`StoreError::NotQueued`] if `id` is unknown.
+    fn give_up(
+        &self,
+        id: u64,
+        next_attempt: UnixTime,
+        given_up: &Undeliverable,
+    ) -> Result<(), StoreError>;
+    /// Takes an item out of the queue (delivered, or its failure reported), returning it.
     fn remove(&self, id: u64) -> Result<Option<QueuedMail>, StoreError>;
     fn get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError>;
     /// All items, by id.
@@ -157,8 +187,15 @@ pub trait Store: Send + Sync {
     /// that is while `now < expires_at`.
     fn remember(&self, key: &str, value: &[u8], expires_at: UnixTime) -> Result<(), StoreError>;
     fn recall(&self, key: &str, now: UnixTime) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Deletes the idempotency entries with `expires_at <= now`, returning
-    /// how many. Reply tokens never expire and queue items are not touched.
+    /// Records that the bridge mailed `notice.message_id`, about whom,
+    /// until `expires_at`: only such mail may come back as a delivery
+    /// report. The Message-ID is matched case-insensitively.
+    fn record_sent(&self, notice: &FailureNotice, expires_at: UnixTime) -> Result<(), StoreError>;
+    /// The record of a Message-ID this bridge mailed, while not expired.
+    fn sent(&self, message_id: &str, now: UnixTime) -> Result<Option<FailureNotice>, StoreError>;
+    /// Deletes the idempotency entries and records of sent mail with
+    /// `expires_at <= now`, returning how many. Reply tokens never expire
+    /// and queue items are not touched.
     fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError>;
 }
 
@@ -238,6 +275,7 @@ mod tests {
             next_attempt: 1,
             last_error: None,
             notice: None,
+            given_up: None,
         }
     }
 

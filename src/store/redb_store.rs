@@ -10,6 +10,7 @@
 //! | `reply_tokens`       | token                      | [`TokenKey`] as JSON          |
 //! | `reply_token_by_key` | (organizer, attendee, uid) | token                         |
 //! | `idempotency`        | key                        | (expires_at, answer bytes)    |
+//! | `sent`               | Message-ID, lower case     | (expires_at, [`FailureNotice`] as JSON) |
 //!
 //! Records are JSON (serde_json) rather than a binary encoding: a dump with
 //! redb tools is readable, it is small enough (the mail itself is stored as
@@ -30,7 +31,9 @@ use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTrans
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{new_token, QueuedMail, Store, StoreError, TokenKey, UnixTime};
+use super::{
+    new_token, FailureNotice, QueuedMail, Store, StoreError, TokenKey, Undeliverable, UnixTime,
+};
 
 const FILE_NAME: &str = "bridge.redb";
 
@@ -46,6 +49,8 @@ const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("reply_tokens"
 const TOKEN_BY_KEY: TableDefinition<(&str, &str, &str), &str> =
     TableDefinition::new("reply_token_by_key");
 const IDEMPOTENCY: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("idempotency");
+/// What the bridge mailed, so that a delivery report is honoured only for it.
+const SENT: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("sent");
 
 /// The bridge's state in one redb file, locked against a second process.
 pub struct RedbStore {
@@ -105,6 +110,7 @@ impl RedbStore {
             txn.open_table(TOKENS).during(op)?;
             txn.open_table(TOKEN_BY_KEY).during(op)?;
             txn.open_table(IDEMPOTENCY).during(op)?;
+            txn.open_table(SENT).during(op)?;
             Ok(())
         })
     }
@@ -189,6 +195,20 @@ impl Store for RedbStore {
         })
     }
 
+    fn give_up(
+        &self,
+        id: u64,
+        next_attempt: UnixTime,
+        given_up: &Undeliverable,
+    ) -> Result<(), StoreError> {
+        self.write("give_up", |txn, op| {
+            let mut mail = delete_mail(txn, id, op)?.ok_or(StoreError::NotQueued { id })?;
+            mail.next_attempt = next_attempt;
+            mail.given_up = Some(given_up.clone());
+            insert_mail(txn, id, &mail, op)
+        })
+    }
+
     fn remove(&self, id: u64) -> Result<Option<QueuedMail>, StoreError> {
         self.write("remove", |txn, op| delete_mail(txn, id, op))
     }
@@ -268,19 +288,48 @@ impl Store for RedbStore {
         })
     }
 
+    fn record_sent(&self, notice: &FailureNotice, expires_at: UnixTime) -> Result<(), StoreError> {
+        let key = notice.message_id.to_ascii_lowercase();
+        self.write("record_sent", |txn, op| {
+            let value = encode(notice, || sent_record(&key), op)?;
+            let mut table = txn.open_table(SENT).during(op)?;
+            table
+                .insert(key.as_str(), (expires_at, value.as_slice()))
+                .during(op)?;
+            Ok(())
+        })
+    }
+
+    fn sent(&self, message_id: &str, now: UnixTime) -> Result<Option<FailureNotice>, StoreError> {
+        let key = message_id.to_ascii_lowercase();
+        self.read("sent", |txn, op| {
+            let table = txn.open_table(SENT).during(op)?;
+            let Some(entry) = table.get(key.as_str()).during(op)? else {
+                return Ok(None);
+            };
+            let (expires_at, value) = entry.value();
+            if now >= expires_at {
+                return Ok(None);
+            }
+            decode(value, || sent_record(&key), op).map(Some)
+        })
+    }
+
     fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError> {
         // A full scan: purging runs rarely and entries are small, so an
         // expiry index would cost more on every `remember` than it saves.
         self.write("purge_expired", |txn, op| {
-            let mut table = txn.open_table(IDEMPOTENCY).during(op)?;
             let mut purged = 0;
-            table
-                .retain(|_, (expires_at, _)| {
-                    let keep = now < expires_at;
-                    purged += usize::from(!keep);
-                    keep
-                })
-                .during(op)?;
+            for table in [IDEMPOTENCY, SENT] {
+                txn.open_table(table)
+                    .during(op)?
+                    .retain(|_, (expires_at, _)| {
+                        let keep = now < expires_at;
+                        purged += usize::from(!keep);
+                        keep
+                    })
+                    .during(op)?;
+            }
             Ok(purged)
         })
     }
@@ -342,6 +391,10 @@ fn load_mail(
 
 fn queue_item(id: u64) -> String {
     format!("item {id} of table `queue`")
+}
+
+fn sent_record(message_id: &str) -> String {
+    format!("record {message_id} of table `sent`")
 }
 
 fn token_key(key: &TokenKey) -> (&str, &str, &str) {
@@ -470,7 +523,9 @@ mod tests {
             queued_at: 100,
             next_attempt,
             last_error: None,
+            given_up: None,
             notice: Some(FailureNotice {
+                message_id: format!("m-{recipient}@bridge.example"),
                 organizer: "mailto:alice@example.com".into(),
                 attendee: format!("mailto:{recipient}"),
                 uid: "uid-1".into(),
@@ -754,6 +809,41 @@ mod tests {
         assert_eq!(store.purge_expired(200).unwrap(), 0);
         assert_eq!(store.recall("c", 200).unwrap(), Some(b"3".to_vec()));
         assert_eq!(store.purge_expired(u64::MAX).unwrap(), 1);
+    }
+
+    #[test]
+    fn a_given_up_item_stays_due_for_its_report() {
+        let (_dir, store) = open();
+        let id = store.enqueue(&mail("bob@example.org", 100)).unwrap();
+        let undeliverable = Undeliverable {
+            status: "5.1;Service unavailable".into(),
+            why: "550 no such user".into(),
+            reports: 0,
+        };
+        store.give_up(id, 150, &undeliverable).unwrap();
+        let (due_id, item) = store.due(150, 10).unwrap().remove(0);
+        assert_eq!(due_id, id);
+        assert_eq!(item.given_up.as_ref(), Some(&undeliverable));
+        assert_eq!(item.next_attempt, 150);
+        assert!(matches!(
+            store.give_up(99, 1, &undeliverable),
+            Err(StoreError::NotQueued { id: 99 })
+        ));
+    }
+
+    #[test]
+    fn sent_records_are_found_case_insensitively_until_they_expire_and_purged() {
+        let (_dir, store) = open();
+        let notice = mail("bob@example.org", 1).notice.unwrap();
+        store.record_sent(&notice, 500).unwrap();
+        let shouted = notice.message_id.to_ascii_uppercase();
+        assert_eq!(store.sent(&shouted, 499).unwrap(), Some(notice.clone()));
+        assert_eq!(store.sent(&notice.message_id, 500).unwrap(), None);
+        assert_eq!(store.sent("other@bridge.example", 1).unwrap(), None);
+        store.remember("idem", b"x", 500).unwrap();
+        assert_eq!(store.purge_expired(499).unwrap(), 0);
+        assert_eq!(store.purge_expired(500).unwrap(), 2);
+        assert_eq!(store.sent(&notice.message_id, 1).unwrap(), None);
     }
 
     #[test]

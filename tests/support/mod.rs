@@ -2,7 +2,7 @@
 //! itself), throwaway certificates, and a tiny blocking HTTP/1.1 client.
 //!
 //! Every test file includes it with `mod support;`. A peer that cannot start makes the
-//! test panic with the peer's log: tests never skip. Only std and `tempfile` are used.
+//! test panic with the peer's log: tests never skip. Only std, `tempfile` and `base64` are used.
 #![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::BTreeSet;
@@ -995,4 +995,87 @@ pub fn calendar_part(mail: &Path) -> (Vec<u8>, String) {
         out.stdout,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// CalDAV credentials of bob, Cyrus's organizer in the tests.
+pub const AUTH: (&str, &str) = ("Authorization", "Basic Ym9iOng="); // bob:x
+
+/// Polls `ready` every 200 ms for at most `secs` seconds.
+pub fn eventually(secs: u64, mut ready: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if ready() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    ready()
+}
+
+/// Bob's own copy of the event in Cyrus, as his calendar client stored it.
+pub fn put_event(cyrus: &Cyrus, user: &str, uid: &str, attendee: &str) {
+    let event = itip(
+        "REQUEST",
+        "VEVENT",
+        &format!("mailto:{user}@{}", cyrus.domain),
+        &[(attendee, "NEEDS-ACTION")],
+        uid,
+    )
+    .replace("METHOD:REQUEST\r\n", "");
+    let path = format!("/dav/calendars/user/{user}/Default/{uid}.ics");
+    let credentials = format!("{user}:x");
+    let auth = format!(
+        "Basic {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, credentials)
+    );
+    let r = http(
+        cyrus.http_port,
+        "PUT",
+        &path,
+        &[("Authorization", &auth), ("Content-Type", "text/calendar")],
+        event.as_bytes(),
+    );
+    assert!(
+        matches!(r.status, 201 | 204),
+        "CalDAV PUT {path}: {} {}",
+        r.status,
+        r.text()
+    );
+}
+
+/// The PARTSTAT of `attendee` in bob's copy of event `uid`.
+pub fn partstat(cyrus: &Cyrus, uid: &str, attendee: &str) -> Option<String> {
+    let r = http(
+        cyrus.http_port,
+        "GET",
+        &format!("/dav/calendars/user/bob/Default/{uid}.ics"),
+        &[AUTH],
+        b"",
+    );
+    let unfolded = r.text().replace("\r\n ", "");
+    let line = unfolded
+        .lines()
+        .find(|l| l.starts_with("ATTENDEE") && l.to_ascii_lowercase().ends_with(attendee))?;
+    let value = line.split(';').find_map(|p| p.strip_prefix("PARTSTAT="))?;
+    Some(value.split([':', ';']).next()?.to_string())
+}
+
+/// A receiver in front of Cyrus that counts what it is sent: a second
+/// bridge, whose log has one `scheduled` line per POST it answered.
+pub fn counting_receiver(port: u16, cyrus: &Cyrus) -> Bridge {
+    Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
+            cyrus.http_port
+        ),
+    )
+}
+
+pub fn posts_received(receiver: &Bridge, message_id: &str) -> usize {
+    receiver
+        .log()
+        .lines()
+        .filter(|l| l.contains("scheduled") && l.contains(message_id))
+        .count()
 }

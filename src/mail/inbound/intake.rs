@@ -9,19 +9,20 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::bounce;
 use super::listener::{Delivery, Envelope};
 use crate::imip::authenticate::{AuthError, Authenticator};
 use crate::imip::inbound::{self, Bounce, InboundError, Itip, Parsed};
 use crate::imip::outbound::Composed;
 use crate::imip::to_ischedule::{self, Refusal};
 use crate::ischedule::{RequestStatus, StatusCode};
-use crate::itip::{CalAddress, ItipMessage, Role};
+use crate::itip::{CalAddress, Role};
 use crate::mail::outbound::dsn;
 use crate::mail::outbound::queue::{Mailer, NotQueued};
 use crate::mail::outbound::transport::Transport;
+use crate::scheduling::failure_report::ReportOutcome;
 use crate::scheduling::{unix_now, MailPolicy, Scheduler, Sender};
 use crate::smtp::{EnhancedStatus, Outcome, SmtpReply};
-use crate::store::FailureNotice;
 
 pub struct Intake {
     pub scheduler: Arc<Scheduler>,
@@ -60,9 +61,10 @@ pub fn reply_for(status: &RequestStatus, description: Option<&str>) -> SmtpReply
 
 fn refusal_reply(refusal: &Refusal) -> SmtpReply {
     match refusal {
-        Refusal::NotAuthenticated(_) | Refusal::Mismatch(_) | Refusal::Token(_) => {
-            reply(550, EnhancedStatus::new(5, 7, 1), refusal.to_string())
-        }
+        Refusal::NotAuthenticated(_)
+        | Refusal::Mismatch(_)
+        | Refusal::Token(_)
+        | Refusal::Relay(_) => reply(550, EnhancedStatus::new(5, 7, 1), refusal.to_string()),
         Refusal::NoMethod | Refusal::Invalid(_) => {
             reply(554, EnhancedStatus::new(5, 6, 0), refusal.to_string())
         }
@@ -98,7 +100,21 @@ impl Delivery for Intake {
     }
 
     async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Vec<SmtpReply> {
-        let replies = self.handle(envelope, message).await;
+        // Bounded so that a mail slow to check (many DNS lookups, a
+        // receiver that trickles) cannot hold a session and its resources
+        // for ever. What finished before the deadline is in the idempotency
+        // record, so the MTA's retry repeats nothing.
+        let limit = self.scheduler.config.mail.delivery_timeout;
+        let replies = match tokio::time::timeout(limit, self.handle(envelope, message)).await {
+            Ok(replies) => replies,
+            Err(_) => {
+                let why = format!(
+                    "delivery took longer than {} s (mail.delivery_timeout_secs), try again later",
+                    limit.as_secs()
+                );
+                vec![reply(451, EnhancedStatus::new(4, 4, 7), why); envelope.recipients.len()]
+            }
+        };
         for (rcpt, r) in envelope.recipients.iter().zip(&replies) {
             tracing::info!(target: "ischedule::mail", from = %envelope.mail_from, rcpt = %rcpt, client = %envelope.client, reply = %r, "inbound");
         }
@@ -110,8 +126,27 @@ impl Delivery for Intake {
         envelope: &Envelope,
         message: &[u8],
         failed: &[(String, SmtpReply)],
-    ) {
+    ) -> bool {
         let config = &self.scheduler.config;
+        let to = &envelope.mail_from;
+        // A DSN goes to MAIL FROM, which anyone can forge: without proof that
+        // the sender is there it would be backscatter aimed at a stranger.
+        // DKIM for the From domain says nothing about the envelope sender.
+        if self.local_client(envelope).is_none() {
+            let (passed, why) = self
+                .authenticator
+                .spf_passes_for_mail_from(
+                    envelope.client.ip(),
+                    &envelope.helo,
+                    to,
+                    &config.mail.hostname,
+                )
+                .await;
+            if !passed {
+                tracing::warn!(target: "ischedule::mail", to = %to, failed = failed.len(), reason = %why, "delivery status notification suppressed: the envelope sender is neither a local client nor SPF-verified");
+                return false;
+            }
+        }
         let report = dsn::build(&config.mail.hostname, &envelope.mail_from, message, failed);
         // The 250 that follows promises the report: it is stored before
         // that answer and sent by the queue worker, so the client does not
@@ -124,7 +159,6 @@ impl Delivery for Intake {
             message: report,
             notice: None,
         };
-        let to = &envelope.mail_from;
         match self.mailer.queue_now(report, unix_now()) {
             Ok(id) => {
                 tracing::info!(target: "ischedule::mail", to = %to, failed = failed.len(), queued = id, "delivery status notification queued");
@@ -135,6 +169,7 @@ impl Delivery for Intake {
                 tracing::warn!(target: "ischedule::mail", to = %to, failed = failed.len(), error = %e, status = %status, why = %why, "delivery status notification not queued, sent at once");
             }
         }
+        true
     }
 
     fn check_credentials(&self, user: &str, password: &str) -> bool {
@@ -286,45 +321,27 @@ impl Intake {
     }
 
     /// A bounce of mail this bridge sent: the organizer hears of it by a
-    /// REPLY carrying REQUEST-STATUS:5.1.
+    /// REPLY carrying REQUEST-STATUS:5.1, built from the record of what was
+    /// sent (see [`bounce::honoured`]). Until that REPLY is posted the
+    /// bounce is deferred, so its sender keeps it and retries.
     async fn bounce(&self, bounce: &Bounce) -> SmtpReply {
-        let config = &self.scheduler.config;
-        let ours = bounce.original_message_id.as_deref().is_some_and(|id| {
-            id.to_ascii_lowercase()
-                .ends_with(&format!("@{}", config.imip.token_domain))
-        });
-        if !ours {
-            return reply(
-                550,
-                EnhancedStatus::new(5, 6, 0),
-                "a delivery report about mail this bridge did not send",
-            );
-        }
-        let notice = bounce.original_calendar.as_deref().and_then(|calendar| {
-            let itip = ItipMessage::parse(calendar).ok()?;
-            let organizer = itip.organizer?;
-            // A token ORGANIZER stands for the real one.
-            let organizer = match organizer
-                .email()
-                .and_then(|e| to_ischedule::token_of(config, e))
-            {
-                Some(token) => self.scheduler.store.resolve_token(token).ok()??.organizer,
-                None => organizer.as_str().to_string(),
-            };
-            Some(FailureNotice {
-                organizer,
-                attendee: format!("mailto:{}", bounce.recipients.first()?),
-                uid: itip.uid,
-                component: itip.component.as_str().to_string(),
-                recurrence_id: None,
-            })
-        });
-        let Some(notice) = notice else {
-            return reply(
-                550,
-                EnhancedStatus::new(5, 6, 0),
-                "a delivery report without the invitation it is about",
-            );
+        let store = self.scheduler.store.as_ref();
+        let record = match bounce.original_message_id.as_deref() {
+            Some(id) => match store.sent(id, unix_now()) {
+                Ok(record) => record,
+                Err(e) => {
+                    let why = format!("the record of sent mail cannot be read: {e}");
+                    return reply(451, EnhancedStatus::new(4, 3, 0), why);
+                }
+            },
+            None => None,
+        };
+        let notice = match bounce::honoured(bounce, record) {
+            Ok(notice) => notice,
+            Err(refusal) => {
+                tracing::warn!(target: "ischedule::mail", reason = %refusal, "delivery report refused");
+                return reply(550, EnhancedStatus::new(5, 7, 1), refusal.to_string());
+            }
         };
         let why = format!(
             "mail to {} bounced: {} {}",
@@ -332,15 +349,27 @@ impl Intake {
             bounce.status.map(|s| s.to_string()).unwrap_or_default(),
             bounce.diagnostic.as_deref().unwrap_or("")
         );
-        let reference = bounce.original_message_id.clone().unwrap_or_default();
-        self.scheduler
-            .report_failure(&notice, why.trim(), &reference)
+        let outcome = self
+            .scheduler
+            .report_failure(&notice, why.trim(), &notice.message_id)
             .await;
-        reply(
-            250,
-            EnhancedStatus::new(2, 0, 0),
-            "delivery report turned into a REPLY to the organizer",
-        )
+        match outcome {
+            ReportOutcome::Posted { .. } => reply(
+                250,
+                EnhancedStatus::new(2, 0, 0),
+                format!("delivery report turned into a REPLY to the organizer: {outcome}"),
+            ),
+            ReportOutcome::Impossible(_) => reply(
+                250,
+                EnhancedStatus::new(2, 0, 0),
+                format!("delivery report taken; the organizer cannot be told: {outcome}"),
+            ),
+            ReportOutcome::Failed(_) => reply(
+                451,
+                EnhancedStatus::new(4, 4, 1),
+                format!("the failure REPLY to the organizer could not be posted, try again later: {outcome}"),
+            ),
+        }
     }
 
     async fn pass_through_or(

@@ -1,6 +1,9 @@
 //! A minimal LMTP client (RFC 2033) for `ischedule-bridge ingest`: when a
 //! running bridge holds the store, the message is handed to its LMTP
 //! listener and each recipient's reply comes back, as if delivered locally.
+//! The client address and HELO name the MTA saw go along by XCLIENT (see
+//! [`super::xclient`]); a listener that does not offer it gets nothing,
+//! since the mail would be judged as coming from loopback.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,6 +11,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+use super::xclient::Xclient;
 use crate::smtp::{ReplyLine, ReplyLineError, SmtpReply};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,24 +36,28 @@ pub enum LmtpError {
     },
     #[error("LMTP {addr}: no answer within {0:?}", .timeout)]
     Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("LMTP {addr} does not offer XCLIENT to this client, so the mail's client address and HELO cannot be passed on; not handing it over (the listener offers XCLIENT to loopback clients only)")]
+    NoXclient { addr: SocketAddr },
 }
 
-/// Delivers `message`; one reply per recipient, in order (a recipient
-/// refused at RCPT keeps that refusal).
+/// Delivers `message` from the client `client` names; one reply per
+/// recipient, in order (a recipient refused at RCPT keeps that refusal).
 pub async fn deliver(
     addr: SocketAddr,
+    client: &Xclient,
     from: &str,
     recipients: &[String],
     message: &[u8],
     timeout: Duration,
 ) -> Result<Vec<SmtpReply>, LmtpError> {
-    tokio::time::timeout(timeout, exchange(addr, from, recipients, message))
+    tokio::time::timeout(timeout, exchange(addr, client, from, recipients, message))
         .await
         .unwrap_or(Err(LmtpError::Timeout { addr, timeout }))
 }
 
 async fn exchange(
     addr: SocketAddr,
+    client: &Xclient,
     from: &str,
     recipients: &[String],
     message: &[u8],
@@ -59,11 +67,23 @@ async fn exchange(
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     expect(&mut read, addr, "greeting", 2).await?;
+    let lhlo = b"LHLO ischedule-bridge-ingest\r\n";
+    write.write_all(lhlo).await.map_err(io)?;
+    let offered = expect(&mut read, addr, "LHLO", 2).await?;
+    if !offered
+        .text
+        .split_ascii_whitespace()
+        .any(|word| word.eq_ignore_ascii_case("XCLIENT"))
+    {
+        return Err(LmtpError::NoXclient { addr });
+    }
     write
-        .write_all(b"LHLO ischedule-bridge-ingest\r\n")
+        .write_all(format!("{client}\r\n").as_bytes())
         .await
         .map_err(io)?;
-    expect(&mut read, addr, "LHLO", 2).await?;
+    expect(&mut read, addr, "XCLIENT", 2).await?;
+    write.write_all(lhlo).await.map_err(io)?;
+    expect(&mut read, addr, "LHLO after XCLIENT", 2).await?;
     write
         .write_all(format!("MAIL FROM:<{from}>\r\n").as_bytes())
         .await

@@ -14,28 +14,48 @@ use super::transport::Transport;
 use crate::config;
 use crate::imip::outbound::Composed;
 use crate::ischedule::RequestStatus;
+use crate::scheduling::failure_report::ReportOutcome;
 use crate::smtp::{Outcome, StatusMap};
-use crate::store::{QueuedMail, Store, StoreError, UnixTime};
+use crate::store::{QueuedMail, Store, StoreError, Undeliverable, UnixTime};
 
 /// How many due messages one pass of the worker takes.
 const BATCH: usize = 64;
+
+/// Failed attempts to post a failure REPLY before the notice is dropped
+/// (logged as an error): with the queue's back-off that is days of trying.
+pub const MAX_REPORT_ATTEMPTS: u32 = 12;
 
 pub struct Mailer {
     pub transport: Transport,
     pub store: Arc<dyn Store>,
     pub status_map: StatusMap,
     pub queue: config::Queue,
+    /// How long the record of a sent mail is kept for its bounces: the
+    /// queue's maximum age (a relay may bounce that late) plus the
+    /// idempotency window (a retried POST resends the same Message-ID).
+    pub remember_sent: Duration,
     /// Wakes the queue worker when mail is queued to go out at once.
     pub wake: Notify,
 }
 
-/// A queued message that will not be delivered, for the organizer's notice.
+/// A queued message that will not be delivered, kept in the queue until
+/// the organizer has been told.
 #[derive(Debug)]
 pub struct GivenUp {
     pub id: u64,
     pub mail: QueuedMail,
-    pub status: RequestStatus,
-    pub why: String,
+    pub undeliverable: Undeliverable,
+}
+
+/// When to try a failure report again after `outcome`, if at all: never
+/// once it is final, nor after [`MAX_REPORT_ATTEMPTS`] failures.
+pub fn next_report(
+    queue: &config::Queue,
+    outcome: &ReportOutcome,
+    failed_before: u32,
+) -> Option<Duration> {
+    let failures = failed_before + 1;
+    (!outcome.is_final() && failures < MAX_REPORT_ATTEMPTS).then(|| backoff(queue, failures))
 }
 
 /// Mail the store would not take, handed back so that it can still be sent
@@ -58,6 +78,7 @@ pub fn backoff(queue: &config::Queue, attempts: u32) -> Duration {
 impl Mailer {
     /// Sends now and returns the recipient's status and description.
     pub async fn deliver(&self, mail: Composed, now: UnixTime) -> (RequestStatus, String) {
+        self.record_sent(&mail, now);
         let outcome = self
             .transport
             .send(&mail.envelope_from, &mail.recipient, &mail.message)
@@ -74,6 +95,7 @@ impl Mailer {
             next_attempt: now + backoff(&self.queue, 1).as_secs(),
             last_error: Some(reason.to_string()),
             notice: mail.notice,
+            given_up: None,
         };
         match self.store.enqueue(&queued) {
             Ok(id) => {
@@ -98,6 +120,7 @@ impl Mailer {
     /// for the mail server: for mail the bridge already promised (the DSN
     /// behind a 250), where the promise must not wait on an SMTP session.
     pub fn queue_now(&self, mail: Composed, now: UnixTime) -> Result<u64, Box<NotQueued>> {
+        self.record_sent(&mail, now);
         let queued = QueuedMail {
             envelope_from: mail.envelope_from,
             recipient: mail.recipient,
@@ -107,6 +130,7 @@ impl Mailer {
             next_attempt: now,
             last_error: None,
             notice: mail.notice,
+            given_up: None,
         };
         match self.store.enqueue(&queued) {
             Ok(id) => {
@@ -125,11 +149,33 @@ impl Mailer {
         }
     }
 
+    /// Remembers that `mail` went out, for its bounces; a mail without a
+    /// notice (a DSN) has nothing a bounce could report. Not remembered, a
+    /// bounce of it is refused later: worth a warning, not worth holding
+    /// the mail back.
+    fn record_sent(&self, mail: &Composed, now: UnixTime) {
+        let Some(notice) = &mail.notice else { return };
+        let expires = now + self.remember_sent.as_secs();
+        if let Err(e) = self.store.record_sent(notice, expires) {
+            tracing::warn!(target: "ischedule::queue", message_id = %notice.message_id, error = %e, "could not record the mail as sent; a bounce of it will be refused");
+        }
+    }
+
     /// One pass over the due messages: delivered ones leave the queue,
-    /// temporary failures are rescheduled, the rest are returned.
+    /// temporary failures are rescheduled, the rest are given up and
+    /// returned (with those whose failure report is due again), still
+    /// queued until [`Mailer::reported`] settles them.
     pub async fn retry_due(&self, now: UnixTime) -> Result<Vec<GivenUp>, StoreError> {
         let mut given_up = Vec::new();
         for (id, mail) in self.store.due(now, BATCH)? {
+            if let Some(undeliverable) = mail.given_up.clone() {
+                given_up.push(GivenUp {
+                    id,
+                    mail,
+                    undeliverable,
+                });
+                continue;
+            }
             let outcome = self
                 .transport
                 .send(&mail.envelope_from, &mail.recipient, &mail.message)
@@ -158,26 +204,73 @@ impl Mailer {
                         mail.recipient,
                         now.saturating_sub(mail.queued_at)
                     );
-                    given_up.push(self.give_up(id, RequestStatus::service_unavailable(), why)?);
+                    let status = RequestStatus::service_unavailable();
+                    given_up.extend(self.give_up(id, mail, status, why, now)?);
                 }
                 Outcome::Permanent { .. } => {
                     let (status, why) = self.status_map.status(&outcome, &mail.recipient);
-                    given_up.push(self.give_up(id, status, why)?);
+                    given_up.extend(self.give_up(id, mail, status, why, now)?);
                 }
             }
         }
         Ok(given_up)
     }
 
-    fn give_up(&self, id: u64, status: RequestStatus, why: String) -> Result<GivenUp, StoreError> {
+    /// Marks the item undeliverable, durably, before anyone is told; mail
+    /// nobody is to be told about (a DSN) simply leaves the queue.
+    fn give_up(
+        &self,
+        id: u64,
+        mail: QueuedMail,
+        status: RequestStatus,
+        why: String,
+        now: UnixTime,
+    ) -> Result<Option<GivenUp>, StoreError> {
         tracing::warn!(target: "ischedule::queue", id, status = %status, why = %why, "given up");
-        let mail = self.store.remove(id)?.ok_or(StoreError::NotQueued { id })?;
-        Ok(GivenUp {
+        if mail.notice.is_none() {
+            self.store.remove(id)?;
+            return Ok(None);
+        }
+        let undeliverable = Undeliverable {
+            status: status.to_string(),
+            why,
+            reports: 0,
+        };
+        self.store.give_up(id, now, &undeliverable)?;
+        Ok(Some(GivenUp {
             id,
             mail,
-            status,
-            why,
-        })
+            undeliverable,
+        }))
+    }
+
+    /// Settles a given-up item after its failure report: it leaves the
+    /// queue once the report is final (or has failed too often), else it
+    /// is due again after the back-off.
+    pub fn reported(
+        &self,
+        given_up: &GivenUp,
+        outcome: &ReportOutcome,
+        now: UnixTime,
+    ) -> Result<(), StoreError> {
+        let id = given_up.id;
+        let failed_before = given_up.undeliverable.reports;
+        match next_report(&self.queue, outcome, failed_before) {
+            Some(wait) => {
+                let undeliverable = Undeliverable {
+                    reports: failed_before + 1,
+                    ..given_up.undeliverable.clone()
+                };
+                tracing::info!(target: "ischedule::queue", id, reports = undeliverable.reports, retry_in = wait.as_secs(), outcome = %outcome, "failure report deferred");
+                self.store.give_up(id, now + wait.as_secs(), &undeliverable)
+            }
+            None => {
+                if !outcome.is_final() {
+                    tracing::error!(target: "ischedule::queue", id, reports = failed_before + 1, outcome = %outcome, "failure report abandoned: the organizer could not be told");
+                }
+                self.store.remove(id).map(drop)
+            }
+        }
     }
 }
 
@@ -195,5 +288,29 @@ mod tests {
         let secs: Vec<u64> = (1..=6).map(|a| backoff(&q, a).as_secs()).collect();
         assert_eq!(secs, [60, 120, 240, 480, 600, 600]);
         assert_eq!(backoff(&q, 1000).as_secs(), 600);
+    }
+
+    #[test]
+    fn a_failed_report_is_retried_with_back_off_up_to_the_limit() {
+        let q = config::Queue {
+            first_retry: Duration::from_secs(60),
+            max_retry: Duration::from_secs(600),
+            max_age: Duration::from_secs(86_400),
+        };
+        let failed = ReportOutcome::Failed("receiver down".into());
+        assert_eq!(next_report(&q, &failed, 0), Some(Duration::from_secs(60)));
+        assert_eq!(next_report(&q, &failed, 1), Some(Duration::from_secs(120)));
+        assert_eq!(
+            next_report(&q, &failed, MAX_REPORT_ATTEMPTS - 2),
+            Some(Duration::from_secs(600))
+        );
+        assert_eq!(next_report(&q, &failed, MAX_REPORT_ATTEMPTS - 1), None);
+        let posted = ReportOutcome::Posted {
+            status: RequestStatus::success(),
+            at: "r".into(),
+        };
+        assert_eq!(next_report(&q, &posted, 0), None);
+        let impossible = ReportOutcome::Impossible("no receiver".into());
+        assert_eq!(next_report(&q, &impossible, 3), None);
     }
 }

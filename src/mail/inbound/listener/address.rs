@@ -59,6 +59,16 @@ pub(super) fn valid_mailbox(address: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
 }
 
+/// Whether the mailbox's domain is an address literal (`user@[192.0.2.1]`,
+/// `user@[IPv6:2001:db8::1]`). Valid syntax, but refused at MAIL and RCPT:
+/// no calendar user lives at a bare address, and a DSN to one would go to
+/// whatever host the sender named, past every DNS-based check (SPF, MX).
+pub(super) fn is_address_literal(address: &str) -> bool {
+    address
+        .rsplit_once('@')
+        .is_some_and(|(_, domain)| domain.starts_with('['))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +92,11 @@ mod tests {
         ] {
             assert!(!valid_mailbox(bad), "{bad}");
         }
+        assert!(is_address_literal("x@[IPv6:2001:db8::1]"));
+        assert!(is_address_literal("x@[192.0.2.1]"));
+        assert!(!is_address_literal("x@example.com"));
+        assert!(!is_address_literal("[x]@example.com"));
+        assert!(!is_address_literal("Postmaster"));
         assert_eq!(strip_prefix_ci("from:<x>", "FROM:"), Some("<x>"));
         assert_eq!(strip_prefix_ci("fr", "FROM:"), None);
         assert_eq!(strip_prefix_ci("fröm:", "FROM:"), None);

@@ -31,7 +31,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 "AUTH not allowed during a mail transaction",
             ));
         }
-        if !auth_allowed(self.tls, self.client) {
+        if !auth_allowed(self.tls, self.peer) {
             return Ok(self.bad(
                 538,
                 EnhancedStatus::new(5, 7, 11),

@@ -37,10 +37,11 @@ mod auth;
 mod framing;
 mod session;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -91,11 +92,23 @@ pub struct Limits {
     /// Bad commands (syntax, unknown, out of order, failed AUTH, overlong
     /// line) after which the connection is closed with 421 4.7.0.
     pub max_errors: usize,
+    /// How long one session may last, whatever it does; then 421 4.7.0.
+    pub session_timeout: Duration,
+    /// Command lines per session, NOOP, RSET and HELP included; then 421 4.7.0.
+    pub max_commands: usize,
+}
+
+/// How many sessions a listener holds at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Connections {
+    pub total: usize,
+    /// From one client address; more get 421 4.7.0 and are closed.
+    pub per_client: usize,
 }
 
 impl Default for Limits {
     /// 10 MiB, 100 recipients, 1000-octet lines, 5 min per command,
-    /// 10 min for the data, 10 errors.
+    /// 10 min for the data, 10 errors, 10 min and 1000 commands per session.
     fn default() -> Self {
         Limits {
             max_message_bytes: 10 * 1024 * 1024,
@@ -104,6 +117,8 @@ impl Default for Limits {
             command_timeout: Duration::from_secs(5 * 60),
             data_timeout: Duration::from_secs(10 * 60),
             max_errors: 10,
+            session_timeout: Duration::from_secs(10 * 60),
+            max_commands: 1000,
         }
     }
 }
@@ -139,15 +154,15 @@ pub trait Delivery: Send + Sync + 'static {
     async fn deliver(&self, envelope: &Envelope, message: &[u8]) -> Vec<SmtpReply>;
     /// SMTP only, mixed outcome: the message was accepted (250) for some
     /// recipients; report the failed ones to the envelope sender (a DSN, see
-    /// [`crate::mail::outbound::dsn::build`]). Never called for the null
-    /// sender. The 250 is
-    /// sent after this returns.
+    /// [`crate::mail::outbound::dsn::build`]) if it may be believed, and
+    /// say whether a report will go. Never called for the null sender. The
+    /// 250 is sent after this returns.
     async fn report_failures(
         &self,
         envelope: &Envelope,
         message: &[u8],
         failed: &[(String, SmtpReply)],
-    );
+    ) -> bool;
     /// SMTP AUTH PLAIN/LOGIN: true if the credentials are valid.
     fn check_credentials(&self, user: &str, password: &str) -> bool;
 }
@@ -193,8 +208,9 @@ impl Listener {
     }
 
     /// Serves until `shutdown` resolves; each connection in its own task; at
-    /// most `max_connections` at once (extra connections get "421 4.7.0 too
-    /// many connections" and are closed).
+    /// most `connections.total` at once and `connections.per_client` from
+    /// one address (extra connections get "421 4.7.0 too many connections"
+    /// naming the limit, and are closed).
     ///
     /// On shutdown it stops accepting, sends sessions that wait for a command
     /// "421 4.3.2" and waits for those in a transaction's DATA or delivery to
@@ -203,10 +219,12 @@ impl Listener {
     pub async fn serve(
         &self,
         listener: TcpListener,
-        max_connections: usize,
+        connections: Connections,
         shutdown: impl Future<Output = ()>,
     ) {
+        let max_connections = connections.total;
         let permits = Arc::new(Semaphore::new(max_connections));
+        let per_client = ClientSlots::new(connections.per_client);
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut sessions = JoinSet::new();
         tokio::pin!(shutdown);
@@ -226,17 +244,24 @@ impl Listener {
                             continue;
                         }
                     };
+                    let Some(slot) = per_client.take(client.ip()) else {
+                        warn!(target: TARGET, %protocol, %client, per_client = connections.per_client, "too many connections from this client, refused");
+                        let text = format!("421 4.7.0 too many connections from {} (limit {} per client)\r\n", client.ip(), connections.per_client);
+                        // A fresh socket's send buffer is empty: this does not block.
+                        let _ = tcp.try_write(text.as_bytes());
+                        continue;
+                    };
                     let Ok(permit) = permits.clone().try_acquire_owned() else {
                         warn!(target: TARGET, %protocol, %client, max_connections, "too many connections, refused");
-                        // A fresh socket's send buffer is empty: this does not block.
-                        let _ = tcp.try_write(b"421 4.7.0 too many connections\r\n");
+                        let text = format!("421 4.7.0 too many connections (limit {max_connections})\r\n");
+                        let _ = tcp.try_write(text.as_bytes());
                         continue;
                     };
                     let _ = tcp.set_nodelay(true);
                     let session = Session::new(self.inner.clone(), tcp, client, stop_rx.clone());
                     sessions.spawn(async move {
                         session.run().await;
-                        drop(permit);
+                        drop((permit, slot));
                     });
                 }
             }
@@ -254,8 +279,84 @@ impl Listener {
     }
 }
 
+/// Sessions per client address, so that one client cannot take every slot.
+#[derive(Clone)]
+struct ClientSlots {
+    limit: usize,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+/// One session's place in [`ClientSlots`], given back when dropped.
+struct ClientSlot {
+    ip: IpAddr,
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl ClientSlots {
+    fn new(limit: usize) -> ClientSlots {
+        ClientSlots {
+            limit,
+            open: Arc::default(),
+        }
+    }
+
+    fn take(&self, ip: IpAddr) -> Option<ClientSlot> {
+        // An IPv4 client may arrive on a dual-stack socket as ::ffff:a.b.c.d.
+        let ip = ip.to_canonical();
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let count = open.entry(ip).or_insert(0);
+        if *count >= self.limit {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            ip,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                // Forget the address, or the map grows with every client ever seen.
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
 fn log_join(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done {
         error!(target: TARGET, error = %e, "mail session task failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_slots_are_counted_per_address_and_given_back() {
+        let slots = ClientSlots::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = slots.take(a).unwrap();
+        let second = slots.take(mapped).unwrap();
+        assert!(
+            slots.take(a).is_none(),
+            "the mapped form is the same client"
+        );
+        let other = slots.take(b);
+        assert!(other.is_some(), "another client is not affected");
+        drop(first);
+        let third = slots.take(a);
+        assert!(third.is_some());
+        drop((second, third, other));
+        assert!(slots.open.lock().unwrap().is_empty(), "nothing left behind");
     }
 }
