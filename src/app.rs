@@ -4,13 +4,14 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::discovery::capability_cache::CapabilityCache;
-use crate::discovery::DnsResolver;
+use crate::discovery::{DnsResolver, TargetPolicy};
 use crate::imip::authenticate::Authenticator;
 use crate::mail::inbound::intake::Intake;
 use crate::mail::inbound::listener::Protocol;
 use crate::mail::outbound::imip_delivery::ImipDelivery;
 use crate::mail::outbound::queue::Mailer;
 use crate::mail::outbound::transport::Transport;
+use crate::proxy::connections::ConnectionLimits;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::mail_listeners::MailListenerService;
 use crate::proxy::own_capabilities::OwnCapabilities;
@@ -88,7 +89,9 @@ pub fn scheduling(config: Config) -> Result<Scheduling, StartError> {
         smtp.timeout,
     )
     .map_err(|e| StartError::Mail(e.to_string()))?
-    .with_direct_port(smtp.direct_port);
+    .with_direct_port(smtp.direct_port)
+    .with_target_policy(TargetPolicy::from_config(&core.config))
+    .with_max_sessions_per_host(smtp.max_sessions_per_host);
     let mailer = Arc::new(Mailer {
         transport,
         store: store.clone(),
@@ -128,6 +131,10 @@ pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
                 config.smtp.helo.clone(),
                 config.smtp.timeout,
             )
+            .map(|t| {
+                t.with_target_policy(TargetPolicy::from_config(&config))
+                    .with_max_sessions_per_host(config.smtp.max_sessions_per_host)
+            })
         })
         .transpose()
         .map_err(|e| StartError::Mail(format!("mail.next_hop: {e}")))?;
@@ -143,6 +150,7 @@ pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
 /// mail listeners, sharing one scheduler.
 pub struct Services {
     pub http: BridgeService,
+    pub connections: ConnectionLimits,
     pub worker: QueueWorker,
     pub mail: Vec<MailListenerService>,
 }
@@ -176,6 +184,7 @@ pub fn services(config: Config) -> Result<Services, StartError> {
         }
     }
     Ok(Services {
+        connections: ConnectionLimits::new(&scheduler.config.server),
         http: BridgeService { scheduler, own },
         worker,
         mail,

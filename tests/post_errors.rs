@@ -60,7 +60,7 @@ impl World {
             port,
             &format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n\
-                 [dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
+                 [dns]\nnameservers = [\"127.0.0.1:{}\"]\nallow_private_targets = [\"127.0.0.0/8\"]\n\
                  [domains]\nlocal = [\"example.org\"]\n\
                  [limits]\nmax_recipients = 3\nmax_content_length = 4096\nmax_instances = 10\n\
                  min_date_time = \"20000101T000000Z\"\nmax_date_time = \"20991231T000000Z\"\n\

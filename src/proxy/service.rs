@@ -218,7 +218,8 @@ impl BridgeService {
             log_rejection(session, &rejection, started);
             return self.reject(session, &rejection).await;
         }
-        let scheduled = self.scheduler.schedule(&request, MailPolicy::PerMode).await;
+        let mut scheduled = self.scheduler.schedule(&request, MailPolicy::PerMode).await;
+        scheduled.disclose_to(&sender);
         log_post(&request, &sender, &scheduled, started);
         self.send_xml(session, 200, scheduled.response.to_xml())
             .await

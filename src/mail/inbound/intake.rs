@@ -308,7 +308,13 @@ impl Intake {
                 .email()
                 .and_then(|e| to_ischedule::token_of(config, e))
             {
-                Some(token) => self.scheduler.store.resolve_token(token).ok()??.organizer,
+                Some(token) => {
+                    self.scheduler
+                        .store
+                        .resolve_token(token, unix_now())
+                        .ok()??
+                        .organizer
+                }
                 None => organizer.as_str().to_string(),
             };
             Some(FailureNotice {

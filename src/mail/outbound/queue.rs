@@ -15,7 +15,7 @@ use crate::config;
 use crate::imip::outbound::Composed;
 use crate::ischedule::RequestStatus;
 use crate::smtp::{Outcome, StatusMap};
-use crate::store::{QueuedMail, Store, StoreError, UnixTime};
+use crate::store::{self, QueuedMail, Store, StoreError, UnixTime};
 
 /// How many due messages one pass of the worker takes.
 const BATCH: usize = 64;
@@ -75,7 +75,9 @@ impl Mailer {
             last_error: Some(reason.to_string()),
             notice: mail.notice,
         };
-        match self.store.enqueue(&queued) {
+        let limit = self.queue.max_messages;
+        let stored = store::blocking(&self.store, "enqueue", move |s| s.enqueue(&queued, limit));
+        match stored.await {
             Ok(id) => {
                 let (status, why) = self.status_map.status(&outcome, &mail.recipient);
                 (
@@ -108,7 +110,7 @@ impl Mailer {
             last_error: None,
             notice: mail.notice,
         };
-        match self.store.enqueue(&queued) {
+        match self.store.enqueue(&queued, self.queue.max_messages) {
             Ok(id) => {
                 self.wake.notify_one();
                 Ok(id)
@@ -191,6 +193,7 @@ mod tests {
             first_retry: Duration::from_secs(60),
             max_retry: Duration::from_secs(600),
             max_age: Duration::from_secs(86_400),
+            max_messages: 10,
         };
         let secs: Vec<u64> = (1..=6).map(|a| backoff(&q, a).as_secs()).collect();
         assert_eq!(secs, [60, 120, 240, 480, 600, 600]);
