@@ -5,12 +5,13 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::discovery::capability_cache::CapabilityCache;
 use crate::discovery::{DnsResolver, TargetPolicy};
-use crate::imip::authenticate::Authenticator;
+use crate::imip::authenticate::{AuthError, Authenticator};
 use crate::mail::inbound::intake::Intake;
 use crate::mail::inbound::listener::Protocol;
 use crate::mail::outbound::imip_delivery::ImipDelivery;
 use crate::mail::outbound::queue::Mailer;
-use crate::mail::outbound::transport::Transport;
+use crate::mail::outbound::transport::{Transport, TransportError};
+use crate::proxy::admin::AdminApp;
 use crate::proxy::connections::ConnectionLimits;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::mail_listeners::MailListenerService;
@@ -31,7 +32,11 @@ pub enum StartError {
     #[error("state store: {0}")]
     Store(#[from] StoreError),
     #[error("outbound mail: {0}")]
-    Mail(String),
+    Mail(#[source] TransportError),
+    #[error("mail.next_hop: {0}")]
+    NextHop(#[source] TransportError),
+    #[error("sender authentication: {0}")]
+    Authentication(#[from] AuthError),
 }
 
 /// What routing and native forwarding need, and nothing that holds state
@@ -88,7 +93,7 @@ pub fn scheduling(config: Config) -> Result<Scheduling, StartError> {
         smtp.helo.clone(),
         smtp.timeout,
     )
-    .map_err(|e| StartError::Mail(e.to_string()))?
+    .map_err(StartError::Mail)?
     .with_direct_port(smtp.direct_port)
     .with_target_policy(TargetPolicy::from_config(&core.config))
     .with_max_sessions_per_host(smtp.max_sessions_per_host);
@@ -118,8 +123,7 @@ pub fn scheduling(config: Config) -> Result<Scheduling, StartError> {
 pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
     let scheduler = scheduling.scheduler.clone();
     let config = scheduler.config.clone();
-    let authenticator = Authenticator::new(&config.dns.nameservers, config.timeouts.dns)
-        .map_err(|e| StartError::Mail(format!("sender authentication: {e}")))?;
+    let authenticator = Authenticator::new(&config.dns.nameservers, config.timeouts.dns)?;
     let next_hop = config
         .mail
         .next_hop
@@ -137,7 +141,7 @@ pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
             })
         })
         .transpose()
-        .map_err(|e| StartError::Mail(format!("mail.next_hop: {e}")))?;
+        .map_err(StartError::NextHop)?;
     Ok(Intake {
         scheduler,
         mailer: scheduling.mailer.clone(),
@@ -151,6 +155,8 @@ pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
 pub struct Services {
     pub http: BridgeService,
     pub connections: ConnectionLimits,
+    /// The admin listener's address and application, when configured.
+    pub admin: Option<(std::net::SocketAddr, AdminApp)>,
     pub worker: QueueWorker,
     pub mail: Vec<MailListenerService>,
 }
@@ -183,8 +189,21 @@ pub fn services(config: Config) -> Result<Services, StartError> {
             }
         }
     }
+    let server = &mail_config.server;
+    let admin = server.admin_listen.map(|addr| {
+        let listeners = server
+            .listen
+            .iter()
+            .copied()
+            .chain(server.tls.iter().map(|t| t.listen))
+            .chain(listeners.iter().filter_map(|(_, a)| *a))
+            .collect();
+        let store = scheduler.store.clone();
+        (addr, AdminApp { store, listeners })
+    });
     Ok(Services {
         connections: ConnectionLimits::new(&scheduler.config.server),
+        admin,
         http: BridgeService { scheduler, own },
         worker,
         mail,

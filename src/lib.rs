@@ -16,6 +16,7 @@ pub mod imip;
 pub mod ischedule;
 pub mod itip;
 pub mod mail;
+pub mod metrics;
 pub mod proxy;
 pub mod routing;
 pub mod scheduling;

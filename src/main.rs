@@ -37,6 +37,7 @@ struct Cli {
 enum Command {
     /// Run the bridge (embedded default configuration without --config).
     Serve {
+        /// The configuration file (TOML); without it, the embedded default.
         #[arg(long)]
         config: Option<PathBuf>,
         /// Log one JSON object per line instead of text.
@@ -45,11 +46,13 @@ enum Command {
     },
     /// Validate a configuration and print a summary.
     Check {
+        /// The configuration file (TOML) to check.
         #[arg(long)]
         config: PathBuf,
     },
     /// Explain how each calendar user address would be routed.
     Route {
+        /// The configuration file (TOML); without it, the embedded default.
         #[arg(long)]
         config: Option<PathBuf>,
         /// One JSON object per address.
@@ -58,12 +61,14 @@ enum Command {
         /// Do not contact receivers for their capabilities.
         #[arg(long)]
         no_capabilities: bool,
+        /// Calendar user addresses, such as mailto:bob@example.com.
         #[arg(required = true)]
         addresses: Vec<String>,
     },
     /// Deliver one iMIP mail from standard input, as an MTA pipe transport
     /// does; exits 0, 65 (EX_DATAERR), 67 (EX_NOUSER) or 75 (EX_TEMPFAIL).
     Ingest {
+        /// The configuration file (TOML); without it, the embedded default.
         #[arg(long)]
         config: Option<PathBuf>,
         /// The envelope sender (MAIL FROM); empty for the null sender.
@@ -83,6 +88,7 @@ enum Command {
     /// Inspect and manage the outbound mail queue (through the running
     /// bridge when there is one, else directly on its state).
     Queue {
+        /// The configuration file (TOML); without it, the embedded default.
         #[arg(long)]
         config: Option<PathBuf>,
         /// JSON instead of a table.
@@ -98,9 +104,15 @@ enum QueueAction {
     /// Every queued message: id, attempts, next attempt, recipient, last error.
     List,
     /// Make a message due now.
-    Retry { id: u64 },
+    Retry {
+        /// The message's id, as `queue list` shows it.
+        id: u64,
+    },
     /// Remove a message without sending it.
-    Drop { id: u64 },
+    Drop {
+        /// The message's id, as `queue list` shows it.
+        id: u64,
+    },
 }
 
 fn load(config: Option<&PathBuf>) -> anyhow::Result<Config> {
@@ -193,6 +205,11 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("TLS listener {}", t.listen))?;
     }
     server.add_service(proxy);
+    if let Some((addr, app)) = services.admin {
+        let mut admin = pingora::services::listening::Service::new("admin".into(), app);
+        admin.add_tcp(&addr.to_string());
+        server.add_service(admin);
+    }
     server.add_service(background_service("imip queue", services.worker));
     for listener in services.mail {
         server.add_service(background_service("mail listener", listener));
@@ -516,5 +533,32 @@ fn exit_code(rcpts: &[String], replies: &[SmtpReply]) -> u8 {
         EX_NOUSER
     } else {
         EX_DATAERR
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// An admin reads `--help` before the README: every argument says
+    /// what it is for.
+    #[test]
+    fn every_argument_has_help() {
+        fn check(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in command.get_arguments() {
+                if arg.get_help().is_none() && !matches!(arg.get_id().as_str(), "help" | "version")
+                {
+                    missing.push(format!("{path} {}", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands() {
+                check(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        check(&Cli::command(), "ischedule-bridge", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:?}");
     }
 }

@@ -553,20 +553,13 @@ fn a_mixed_smtp_outcome_is_accepted_and_the_failure_reported_by_dsn() {
         ),
     );
     // A local calendar server invites a known and an unknown Cyrus user.
-    let to = ["mailto:dave@cyrus.test", "mailto:nobody@cyrus.test"];
-    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
-    let calendar = itip("REQUEST", "VEVENT", BOB, &attendees, "mixed");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("invite.eml");
-    std::fs::write(
-        &path,
-        format!(
-            "From: bob@cyrus.test\r\nTo: dave@cyrus.test, nobody@cyrus.test\r\nSubject: Invitation\r\n\
-             Message-ID: <mixed-1@cyrus.test>\r\nMIME-Version: 1.0\r\n\
-             Content-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n{calendar}"
-        ),
-    )
-    .unwrap();
+    let path = invitation_mail(
+        dir.path(),
+        &["mailto:dave@cyrus.test", "mailto:nobody@cyrus.test"],
+        "mixed",
+        "mixed-1@cyrus.test",
+    );
     let (ok, transcript) = swaks(
         smtp,
         "owner@sink.test",
@@ -595,6 +588,26 @@ fn a_mixed_smtp_outcome_is_accepted_and_the_failure_reported_by_dsn() {
         !dsn.contains("Final-Recipient: rfc822; dave@cyrus.test"),
         "only the failure is reported"
     );
+}
+
+/// bob's invitation to `to` as his calendar client would mail it, written
+/// to `dir/invite.eml`.
+fn invitation_mail(dir: &Path, to: &[&str], uid: &str, message_id: &str) -> PathBuf {
+    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
+    let calendar = itip("REQUEST", "VEVENT", BOB, &attendees, uid);
+    let header_to: Vec<&str> = to.iter().map(|a| a.trim_start_matches("mailto:")).collect();
+    let path = dir.join("invite.eml");
+    std::fs::write(
+        &path,
+        format!(
+            "From: bob@cyrus.test\r\nTo: {}\r\nSubject: Invitation\r\n\
+             Message-ID: <{message_id}>\r\nMIME-Version: 1.0\r\n\
+             Content-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n{calendar}",
+            header_to.join(", ")
+        ),
+    )
+    .unwrap();
+    path
 }
 
 /// A receiver in front of Cyrus that counts what it is sent: a second
@@ -632,20 +645,13 @@ fn an_smtp_retry_after_a_deferral_posts_only_to_the_receivers_not_yet_done() {
         ),
     );
     let dave_receiver = counting_receiver(first, &cyrus);
-    let to = ["mailto:dave@cyrus.test", "mailto:alice@cyrus.test"];
-    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
-    let calendar = itip("REQUEST", "VEVENT", BOB, &attendees, "deferred");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("invite.eml");
-    std::fs::write(
-        &path,
-        format!(
-            "From: bob@cyrus.test\r\nTo: dave@cyrus.test, alice@cyrus.test\r\nSubject: Invitation\r\n\
-             Message-ID: <deferred-1@cyrus.test>\r\nMIME-Version: 1.0\r\n\
-             Content-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n{calendar}"
-        ),
-    )
-    .unwrap();
+    let path = invitation_mail(
+        dir.path(),
+        &["mailto:dave@cyrus.test", "mailto:alice@cyrus.test"],
+        "deferred",
+        "deferred-1@cyrus.test",
+    );
     let rcpts = ["dave@cyrus.test", "alice@cyrus.test"];
 
     let (ok, transcript) = swaks(smtp, "bob@cyrus.test", &rcpts, &path, &[]);
@@ -687,20 +693,13 @@ fn the_answer_to_data_does_not_wait_for_the_bridges_own_smtp() {
             cyrus.http_port
         ),
     );
-    let to = ["mailto:dave@cyrus.test", "mailto:nobody@cyrus.test"];
-    let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
-    let calendar = itip("REQUEST", "VEVENT", BOB, &attendees, "prompt");
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("invite.eml");
-    std::fs::write(
-        &path,
-        format!(
-            "From: bob@cyrus.test\r\nTo: dave@cyrus.test, nobody@cyrus.test\r\nSubject: Invitation\r\n\
-             Message-ID: <prompt-1@cyrus.test>\r\nMIME-Version: 1.0\r\n\
-             Content-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n{calendar}"
-        ),
-    )
-    .unwrap();
+    let path = invitation_mail(
+        dir.path(),
+        &["mailto:dave@cyrus.test", "mailto:nobody@cyrus.test"],
+        "prompt",
+        "prompt-1@cyrus.test",
+    );
     let started = std::time::Instant::now();
     let (ok, transcript) = swaks(
         smtp,

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// From the ground up, as in the README. `main.rs` is above them all.
 const LAYERS: &[&str] = &[
     "digest",
+    "metrics",
     "itip",
     "ischedule",
     "smtp",

@@ -63,6 +63,7 @@ pub struct Server {
     pub listen: Option<OneOrMany>,
     pub path: Option<String>,
     pub origin: Option<String>,
+    pub admin_listen: Option<String>,
     #[serde(default)]
     pub tls: Vec<TlsListener>,
     pub max_connections: Option<u64>,

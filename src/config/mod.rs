@@ -174,6 +174,8 @@ pub struct Server {
     /// The whole request header must arrive within this, however slowly
     /// its bytes trickle in.
     pub header_timeout: Duration,
+    /// Metrics and health checks (`proxy::admin`); none without it.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]

@@ -84,3 +84,16 @@ fn limits_and_timeouts_are_bounded() {
     .unwrap_err();
     assert_eq!(e.key, "limits.max_date_time");
 }
+
+#[test]
+fn the_bridge_writes_from_the_first_local_domain_unless_told() {
+    let parse = |text: &str| Config::parse(text, "t.toml", Path::new(".")).unwrap();
+    let c = parse("[domains]\nlocal = [\"example.com\", \"example.org\"]\n");
+    assert_eq!(c.smtp.from, "calendar-bridge@example.com");
+    assert_eq!(c.imip.token_domain, "example.com");
+    let c = parse("");
+    assert_eq!(c.smtp.from, "calendar-bridge@localhost");
+    let c =
+        parse("[domains]\nlocal = [\"example.com\"]\n[smtp]\nfrom = \"cal@mail.example.com\"\n");
+    assert_eq!(c.smtp.from, "cal@mail.example.com");
+}

@@ -285,7 +285,7 @@ pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigEr
         .enumerate()
         .map(|(i, r)| route(&c, i, r))
         .collect::<Result<Vec<_>, _>>()?;
-    let smtp = smtp(&c, raw.smtp)?;
+    let smtp = smtp(&c, raw.smtp, local_domains.first())?;
     let imip = imip(&c, raw.imip, &smtp)?;
     let queue = queue(&c, raw.queue)?;
     let idempotency_window = Duration::from_secs(raw.idempotency.window_secs.unwrap_or(86_400));
@@ -364,11 +364,14 @@ fn mail(c: &Checker, m: file::Mail, imip: &Imip) -> Result<Mail, ConfigError> {
     })
 }
 
-fn smtp(c: &Checker, s: file::Smtp) -> Result<Smtp, ConfigError> {
-    let from = c.email(
-        "smtp.from",
-        s.from.as_deref().unwrap_or("calendar-bridge@localhost"),
-    )?;
+/// Without `smtp.from`, the bridge writes as `calendar-bridge@` the first
+/// local domain: mail from `@localhost` fails SPF and DMARC everywhere.
+fn smtp(c: &Checker, s: file::Smtp, first_local: Option<&String>) -> Result<Smtp, ConfigError> {
+    let default_from = format!(
+        "calendar-bridge@{}",
+        first_local.map_or("localhost", String::as_str)
+    );
+    let from = c.email("smtp.from", s.from.as_deref().unwrap_or(&default_from))?;
     let outbox = c.base.join(s.outbox.unwrap_or_else(|| "outbox".into()));
     let route = crate::smtp::Route::parse(s.relay.as_deref(), &outbox)
         .map_err(|why| c.err("smtp.relay", why.to_string()))?;
@@ -526,6 +529,10 @@ fn server(c: &Checker, s: file::Server) -> Result<Server, ConfigError> {
             "must not exceed server.max_connections",
         ));
     }
+    let admin_listen = s
+        .admin_listen
+        .map(|a| c.socket("server.admin_listen", &a))
+        .transpose()?;
     Ok(Server {
         listen,
         tls,
@@ -534,6 +541,7 @@ fn server(c: &Checker, s: file::Server) -> Result<Server, ConfigError> {
         max_connections,
         max_connections_per_client,
         header_timeout: c.seconds("server.header_timeout_secs", s.header_timeout_secs, 10.0)?,
+        admin_listen,
     })
 }
 

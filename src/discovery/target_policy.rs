@@ -53,6 +53,7 @@ impl TargetPolicy {
             .iter()
             .copied()
             .chain(config.server.tls.iter().map(|t| t.listen))
+            .chain(config.server.admin_listen)
             .chain(config.mail.smtp_listen)
             .chain(config.mail.lmtp_listen)
             .collect();

@@ -191,7 +191,9 @@ impl ContentType {
             )));
         }
         let params: Vec<(String, String)> = segments.filter_map(parameter).collect();
-        if let Some(charset) = single_param(&params, "charset").map_err(&bad_type)? {
+        if let Some(charset) =
+            single_param(&params, "charset").map_err(|e| bad_type(e.to_string()))?
+        {
             if !charset.eq_ignore_ascii_case("utf-8") {
                 return Err(bad_type(format!(
                     "charset {} is not utf-8",
@@ -199,8 +201,9 @@ impl ContentType {
                 )));
             }
         }
-        let component = required_param(&params, "component").map_err(&bad_type)?;
-        let method = required_param(&params, "method").map_err(&bad_type)?;
+        let component =
+            required_param(&params, "component").map_err(|e| bad_type(e.to_string()))?;
+        let method = required_param(&params, "method").map_err(|e| bad_type(e.to_string()))?;
         let unknown = |what: &str, value: &str| {
             Rejection::new(
                 IsError::InvalidSchedulingMessage,
@@ -249,15 +252,26 @@ fn trim_ows(value: &[u8]) -> &[u8] {
     &value[start..end]
 }
 
+/// Why a header value, or a part of one, is unusable: each says so in
+/// words the sender can act on, after the header's name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ValueError {
+    #[error("{0} is not UTF-8")]
+    NotUtf8(String),
+    #[error("{shown} is not a valid calendar user address: {why}")]
+    NotAddress { shown: String, why: String },
+    #[error("has more than one {0} parameter")]
+    RepeatedParameter(String),
+    #[error("has no {0} parameter")]
+    MissingParameter(String),
+}
+
 /// One list element as a calendar user address, or a reason that names it.
-fn parse_address(item: &[u8]) -> Result<CalAddress, String> {
-    let text = std::str::from_utf8(item).map_err(|_| format!("{} is not UTF-8", shown(item)))?;
-    CalAddress::parse(text).map_err(|err| {
-        format!(
-            "{} is not a valid calendar user address: {}",
-            shown(item),
-            clean(&err.to_string())
-        )
+fn parse_address(item: &[u8]) -> Result<CalAddress, ValueError> {
+    let text = std::str::from_utf8(item).map_err(|_| ValueError::NotUtf8(shown(item)))?;
+    CalAddress::parse(text).map_err(|err| ValueError::NotAddress {
+        shown: shown(item),
+        why: clean(&err.to_string()),
     })
 }
 
@@ -336,20 +350,23 @@ fn unquote(value: &str) -> String {
 
 /// A parameter that may appear at most once: two `method=` values would
 /// leave it to chance which one a later check sees.
-fn single_param<'p>(params: &'p [(String, String)], name: &str) -> Result<Option<&'p str>, String> {
+fn single_param<'p>(
+    params: &'p [(String, String)],
+    name: &str,
+) -> Result<Option<&'p str>, ValueError> {
     let mut found = params
         .iter()
         .filter(|(n, _)| n == name)
         .map(|(_, v)| v.as_str());
     let first = found.next();
     if found.next().is_some() {
-        return Err(format!("has more than one {name} parameter"));
+        return Err(ValueError::RepeatedParameter(name.to_string()));
     }
     Ok(first)
 }
 
-fn required_param<'p>(params: &'p [(String, String)], name: &str) -> Result<&'p str, String> {
-    single_param(params, name)?.ok_or_else(|| format!("has no {name} parameter"))
+fn required_param<'p>(params: &'p [(String, String)], name: &str) -> Result<&'p str, ValueError> {
+    single_param(params, name)?.ok_or_else(|| ValueError::MissingParameter(name.to_string()))
 }
 
 #[cfg(test)]

@@ -287,11 +287,11 @@ impl TreeBuilder {
     fn handle(&mut self, event: Event<'_>, decoder: Decoder) -> Result<(), XmlError> {
         match event {
             Event::Start(start) => {
-                let el = element(&start, decoder).map_err(|e| self.malformed(e))?;
+                let el = element(&start, decoder).map_err(|e| self.malformed(e.to_string()))?;
                 self.open(el)
             }
             Event::Empty(start) => {
-                let el = element(&start, decoder).map_err(|e| self.malformed(e))?;
+                let el = element(&start, decoder).map_err(|e| self.malformed(e.to_string()))?;
                 self.open(el)?;
                 self.close()
             }
@@ -305,7 +305,8 @@ impl TreeBuilder {
                 self.text(&text)
             }
             Event::GeneralRef(reference) => {
-                let text = resolve_reference(&reference).map_err(|e| self.malformed(e))?;
+                let text =
+                    resolve_reference(&reference).map_err(|e| self.malformed(e.to_string()))?;
                 self.text(&text)
             }
             Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::DocType(_) | Event::Eof => {
@@ -356,25 +357,31 @@ impl TreeBuilder {
     }
 }
 
-fn element(start: &BytesStart<'_>, decoder: Decoder) -> Result<Element, String> {
-    let name = decoder
-        .decode(start.local_name().as_ref())
-        .map_err(|e| e.to_string())?
-        .into_owned();
+/// What quick-xml could not read inside a start tag or reference.
+#[derive(Debug, thiserror::Error)]
+enum Syntax {
+    #[error(transparent)]
+    Encoding(#[from] quick_xml::encoding::EncodingError),
+    #[error(transparent)]
+    Attribute(#[from] quick_xml::events::attributes::AttrError),
+    #[error(transparent)]
+    Other(#[from] quick_xml::Error),
+    #[error("unknown entity &{0};")]
+    UnknownEntity(String),
+}
+
+fn element(start: &BytesStart<'_>, decoder: Decoder) -> Result<Element, Syntax> {
+    let name = decoder.decode(start.local_name().as_ref())?.into_owned();
     let mut attributes = Vec::new();
     for attribute in start.attributes() {
-        let attribute = attribute.map_err(|e| e.to_string())?;
+        let attribute = attribute?;
         if attribute.key.as_namespace_binding().is_some() {
             continue;
         }
         let key = decoder
-            .decode(attribute.key.local_name().as_ref())
-            .map_err(|e| e.to_string())?
+            .decode(attribute.key.local_name().as_ref())?
             .into_owned();
-        let value = attribute
-            .decode_and_unescape_value(decoder)
-            .map_err(|e| e.to_string())?
-            .into_owned();
+        let value = attribute.decode_and_unescape_value(decoder)?.into_owned();
         attributes.push((key, value));
     }
     Ok(Element {
@@ -386,14 +393,14 @@ fn element(start: &BytesStart<'_>, decoder: Decoder) -> Result<Element, String> 
 
 /// A character reference or one of the five predefined entities; anything
 /// else would need a DTD, which iSchedule bodies do not have.
-fn resolve_reference(reference: &BytesRef<'_>) -> Result<String, String> {
-    if let Some(c) = reference.resolve_char_ref().map_err(|e| e.to_string())? {
+fn resolve_reference(reference: &BytesRef<'_>) -> Result<String, Syntax> {
+    if let Some(c) = reference.resolve_char_ref()? {
         return Ok(c.to_string());
     }
-    let name = reference.decode().map_err(|e| e.to_string())?;
+    let name = reference.decode()?;
     quick_xml::escape::resolve_predefined_entity(&name)
         .map(str::to_string)
-        .ok_or_else(|| format!("unknown entity &{name};"))
+        .ok_or_else(|| Syntax::UnknownEntity(name.into_owned()))
 }
 
 /// Builds a document as a string. Only names are written unescaped; they

@@ -3,6 +3,7 @@
 //! scheduling core's native delivery, who counts as a local sender over
 //! HTTP, and the background services (queue worker, mail listeners).
 
+pub mod admin;
 pub mod connections;
 pub mod forward;
 pub mod mail_listeners;

@@ -235,7 +235,7 @@ impl Upstream {
             reason,
         };
         let header = request_header(endpoint, request)
-            .map_err(|e| RoundTripError::BeforeAnswer(protocol(e)))?;
+            .map_err(|e| RoundTripError::BeforeAnswer(protocol(e.to_string())))?;
         let sent = async {
             session.write_request_header(Box::new(header)).await?;
             session
@@ -293,26 +293,19 @@ impl RoundTripError {
     }
 }
 
-fn request_header(endpoint: &Endpoint, request: &Request<'_>) -> Result<RequestHeader, String> {
-    let mut header = RequestHeader::build(request.method, request.path_and_query.as_bytes(), None)
-        .map_err(|e| e.to_string())?;
+fn request_header(endpoint: &Endpoint, request: &Request<'_>) -> pingora::Result<RequestHeader> {
+    let mut header = RequestHeader::build(request.method, request.path_and_query.as_bytes(), None)?;
     let default_port = if endpoint.tls { 443 } else { 80 };
     let host = if endpoint.port == default_port {
         endpoint.host.clone()
     } else {
         format!("{}:{}", endpoint.host, endpoint.port)
     };
-    let mut set = |name: &str, value: String| {
-        header
-            .append_header(name.to_string(), value)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    };
-    set("Host", host)?;
+    header.append_header("Host", host)?;
     for (name, value) in request.headers {
-        set(name, value.clone())?;
+        header.append_header(name.to_string(), value.as_str())?;
     }
-    set("Content-Length", request.body.len().to_string())?;
+    header.append_header("Content-Length", request.body.len().to_string())?;
     Ok(header)
 }
 
