@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::discovery::capability_cache::CapabilityCache;
-use crate::discovery::DnsResolver;
+use crate::discovery::{DnsResolver, TargetPolicy};
 use crate::imip::authenticate::{AuthError, Authenticator};
 use crate::mail::inbound::intake::Intake;
 use crate::mail::inbound::listener::Protocol;
@@ -12,6 +12,7 @@ use crate::mail::outbound::imip_delivery::ImipDelivery;
 use crate::mail::outbound::queue::Mailer;
 use crate::mail::outbound::transport::{Transport, TransportError};
 use crate::proxy::admin::AdminApp;
+use crate::proxy::connections::ConnectionLimits;
 use crate::proxy::dkim_keys::KeyFetcher;
 use crate::proxy::forward::Forwarder;
 use crate::proxy::mail_listeners::MailListenerService;
@@ -97,7 +98,9 @@ fn scheduling_on(core: Core) -> Result<Scheduling, StartError> {
         smtp.timeout,
     )
     .map_err(StartError::Mail)?
-    .with_direct_port(smtp.direct_port);
+    .with_direct_port(smtp.direct_port)
+    .with_target_policy(TargetPolicy::from_config(&core.config))
+    .with_max_sessions_per_host(smtp.max_sessions_per_host);
     let mailer = Arc::new(Mailer {
         transport,
         store: store.clone(),
@@ -137,6 +140,10 @@ pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
                 config.smtp.helo.clone(),
                 config.smtp.timeout,
             )
+            .map(|t| {
+                t.with_target_policy(TargetPolicy::from_config(&config))
+                    .with_max_sessions_per_host(config.smtp.max_sessions_per_host)
+            })
         })
         .transpose()
         .map_err(StartError::NextHop)?;
@@ -152,6 +159,7 @@ pub fn intake(scheduling: &Scheduling) -> Result<Intake, StartError> {
 /// mail listeners, sharing one scheduler.
 pub struct Services {
     pub http: BridgeService,
+    pub connections: ConnectionLimits,
     /// The admin listener's address and application, when configured.
     pub admin: Option<(std::net::SocketAddr, AdminApp)>,
     pub worker: QueueWorker,
@@ -205,6 +213,7 @@ pub fn services(config: Config) -> Result<Services, StartError> {
         (addr, AdminApp { store, listeners })
     });
     Ok(Services {
+        connections: ConnectionLimits::new(&scheduler.config.server),
         admin,
         http: BridgeService {
             scheduler,

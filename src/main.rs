@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ischedule_bridge::config::{Config, DkimPolicy};
+use ischedule_bridge::discovery::Origin;
 use ischedule_bridge::dkim::{self, KeyRecord, SigningKey};
 use ischedule_bridge::itip::CalAddress;
 use ischedule_bridge::mail::inbound::listener::{Delivery, Envelope};
 use ischedule_bridge::mail::inbound::lmtp_client;
 use ischedule_bridge::mail::inbound::xclient::Xclient;
 use ischedule_bridge::mail::outbound::queue_admin;
+use ischedule_bridge::proxy::connections::Guarded;
 use ischedule_bridge::proxy::forward::Forwarder;
 use ischedule_bridge::proxy::upstream::{Endpoint, Request};
 use ischedule_bridge::routing::explain::{self, ReceiverCheck};
@@ -20,6 +22,7 @@ use ischedule_bridge::smtp::{EnhancedStatus, SmtpReply};
 use ischedule_bridge::store::StoreError;
 use ischedule_bridge::{app, proxy::own_capabilities::OwnCapabilities};
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 
 #[derive(Parser)]
 #[command(
@@ -221,7 +224,11 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
     };
     let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, services.http);
+    let http = pingora::proxy::http_proxy(&server.configuration, services.http);
+    let mut proxy = Service::new(
+        "iSchedule HTTP".to_string(),
+        Guarded::new(http, services.connections),
+    );
     for addr in &listen {
         proxy.add_tcp(&addr.to_string());
     }
@@ -574,6 +581,7 @@ fn queue_via_bridge(
         tls: false,
         host,
         port: listen.port(),
+        origin: Origin::Configured,
     };
     let (method, path) = action.to_http();
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -1645,7 +1645,7 @@ fn mutated_posts_never_crash_the_bridge_and_always_get_a_well_formed_answer() {
         port,
         &format!(
             "[server]\nlisten = \"127.0.0.1:{port}\"\n\
-             [dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
+             [dns]\nnameservers = [\"127.0.0.1:{}\"]\nallow_private_targets = [\"127.0.0.0/8\"]\n\
              [domains]\nlocal = [\"example.org\"]\n\
              [senders]\nallow = [\"10.0.0.0/8\"]\nshared_secret = \"{SECRET}\"\n\
              [dkim]\nverify = \"off\"\n\

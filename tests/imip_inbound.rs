@@ -63,7 +63,7 @@ impl Edge {
         let bridge = Bridge::start(
             port,
             &format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\nallow_private_targets = [\"127.0.0.0/8\"]\n\
                  [imip]\nreply_routing = \"token\"\ntoken_domain = \"bridge.test\"\n\
                  [smtp]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"calendar-bridge@bridge.test\"\n\
                  [mail]\n{listener} = \"127.0.0.1:{mail_port}\"\n\
@@ -229,7 +229,7 @@ fn cyrus_with_the_bridge_as_smarthost_reaches_another_domain_over_ischedule() {
     let bridge = Bridge::start(
         port,
         &format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\nallow_private_targets = [\"127.0.0.0/8\"]\n\
              [tls]\nca_file = \"{}\"\n[domains]\nlocal = [\"cyrus.test\"]\n\
              [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\nlocal_clients = [\"127.0.0.1/32\"]\n",
             dns.port,
@@ -298,7 +298,7 @@ fn a_forged_sender_is_refused_and_nothing_is_posted() {
     let bridge = Bridge::start(
         port,
         &format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\nallow_private_targets = [\"127.0.0.0/8\"]\n\
              [domains]\nlocal = [\"cyrus.test\"]\n[mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\n\
              [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
             dns.port, cyrus.http_port
@@ -486,7 +486,7 @@ fn a_mixed_smtp_outcome_is_accepted_and_the_failure_reported_by_dsn() {
     let _bridge = Bridge::start(
         port,
         &format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\nallow_private_targets = [\"127.0.0.0/8\"]\n\
              [domains]\nlocal = [\"cyrus.test\"]\n\
              [smtp]\nrelay = \"smtp://127.0.0.1:{}\"\nfrom = \"calendar-bridge@bridge.test\"\n\
              [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\nlocal_clients = [\"127.0.0.1/32\"]\n\

@@ -42,7 +42,7 @@ impl World {
 
 fn config(port: u16, dns: u16, sink: u16, extra: &str) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{dns}\"]\n\
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{dns}\"]\nallow_private_targets = [\"127.0.0.0/8\"]\n\
          [smtp]\nrelay = \"smtp://127.0.0.1:{sink}\"\nfrom = \"calendar-bridge@bridge.test\"\ntimeout_secs = 5\n\
          [queue]\nfirst_retry_secs = 1\nmax_retry_secs = 1\n{extra}"
     )

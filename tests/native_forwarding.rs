@@ -118,7 +118,7 @@ impl World {
         let bridge = Bridge::start(
             port,
             &format!(
-                "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\nallow_private_targets = [\"127.0.0.0/8\"]\n\
                  [tls]\nca_file = \"{}\"\n[timeouts]\nconnect_secs = 2\nreceiver_secs = 10\n\
                  [imip]\nmode = \"native-only\"\n",
                 dns.port,

@@ -60,7 +60,7 @@ impl World {
             port,
             &format!(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n\
-                 [dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
+                 [dns]\nnameservers = [\"127.0.0.1:{}\"]\nallow_private_targets = [\"127.0.0.0/8\"]\n\
                  [domains]\nlocal = [\"example.org\"]\n\
                  [limits]\nmax_recipients = 3\nmax_content_length = 4096\nmax_instances = 10\n\
                  min_date_time = \"20000101T000000Z\"\nmax_date_time = \"20991231T000000Z\"\n\
@@ -795,7 +795,16 @@ fn originator_denied_for_an_unauthenticated_remote_sender() {
     );
     // ...or unsigned where the admin turned verification off.
     let open = World::start_with(&format!("{}[dkim]\nverify = \"off\"\n", remote_senders()));
-    assert_accepted(&inbound, open.port(), &[ALICE, BOB]);
+    // What the bridge found out on its side is not a remote sender's to
+    // read (issue 9): the answer carries the generic description.
+    let r = inbound.send(open.port());
+    let generic = "no scheduling support for this user".to_string();
+    assert_eq!(
+        statuses(&r),
+        [ALICE, BOB].map(|a| (a.to_string(), NO_SRV.to_string(), generic.clone())),
+        "{}",
+        r.text()
+    );
 }
 
 #[test]

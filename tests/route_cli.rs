@@ -70,7 +70,7 @@ impl ConfigFile {
 /// an address gets 5.3 instead of falling back to iMIP mail.
 fn config_at(port: u16, extra: &str) -> ConfigFile {
     ConfigFile::new(&format!(
-        "[imip]\nmode = \"native-only\"\n[dns]\nnameservers = [\"127.0.0.1:{port}\"]\n{extra}"
+        "[imip]\nmode = \"native-only\"\n[dns]\nnameservers = [\"127.0.0.1:{port}\"]\nallow_private_targets = [\"127.0.0.0/8\"]\n{extra}"
     ))
 }
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ischedule_bridge::config;
-use ischedule_bridge::discovery::DnsResolver;
+use ischedule_bridge::discovery::{DnsResolver, TargetPolicy};
 use ischedule_bridge::mail::outbound::transport::Transport;
 use ischedule_bridge::smtp::{AcceptedBy, Deferral, Outcome, Route, StatusMap};
 use support::{Dns, SmtpSink, Zone};
@@ -23,6 +23,7 @@ fn resolver(nameservers: Vec<SocketAddr>) -> Arc<DnsResolver> {
         strip_subdomains: false,
         negative_ttl: Duration::from_secs(1),
         max_ttl: Duration::from_secs(1),
+        allow_private_targets: vec![],
     };
     Arc::new(DnsResolver::new(&dns, Duration::from_secs(2)).expect("resolver"))
 }
@@ -295,7 +296,11 @@ async fn direct_delivery_follows_mx_records() {
         Duration::from_secs(10),
     )
     .expect("transport")
-    .with_direct_port(sink.port);
+    .with_direct_port(sink.port)
+    .with_target_policy(TargetPolicy::new(
+        vec!["127.0.0.0/8".parse().unwrap()],
+        vec![],
+    ));
     assert_eq!(t.route(), &Route::Direct);
 
     // Preference 5 refuses connections; preference 10 takes the message.

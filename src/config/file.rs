@@ -68,6 +68,9 @@ pub struct Server {
     pub admin_listen: Option<String>,
     #[serde(default)]
     pub tls: Vec<TlsListener>,
+    pub max_connections: Option<u64>,
+    pub max_connections_per_client: Option<u64>,
+    pub header_timeout_secs: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +90,7 @@ pub struct Dns {
     pub strip_subdomains: bool,
     pub negative_ttl_secs: Option<u64>,
     pub max_ttl_secs: Option<u64>,
+    pub allow_private_targets: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -145,6 +149,7 @@ pub struct Imip {
     pub reply_routing: Option<String>,
     pub token_prefix: Option<String>,
     pub token_domain: Option<String>,
+    pub token_lifetime_days: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -157,6 +162,7 @@ pub struct Smtp {
     pub direct_port: Option<u16>,
     pub status_map: Option<String>,
     pub timeout_secs: Option<f64>,
+    pub max_sessions_per_host: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -165,6 +171,7 @@ pub struct Queue {
     pub first_retry_secs: Option<u64>,
     pub max_retry_secs: Option<u64>,
     pub max_age_secs: Option<u64>,
+    pub max_messages: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

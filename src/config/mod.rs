@@ -161,6 +161,9 @@ pub struct Imip {
     pub reply_routing: ReplyRouting,
     pub token_prefix: String,
     pub token_domain: String,
+    /// How long a reply token stays valid after it was last issued for
+    /// its event (each new mail for the event renews it).
+    pub token_lifetime: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +176,8 @@ pub struct Smtp {
     pub direct_port: u16,
     pub status_map: crate::smtp::StatusMap,
     pub timeout: Duration,
+    /// SMTP sessions open at once to one relay or MX host.
+    pub max_sessions_per_host: usize,
 }
 
 /// Inbound iMIP: the listeners and who may hand mail to them.
@@ -223,6 +228,9 @@ pub struct Queue {
     pub max_retry: Duration,
     /// Older messages are given up and reported to the organizer.
     pub max_age: Duration,
+    /// Messages held at once; beyond it mail that would be queued is
+    /// answered `5.1`, so its sender keeps it and retries.
+    pub max_messages: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -233,6 +241,12 @@ pub struct Server {
     pub path: String,
     /// Where requests that are not iSchedule go, unchanged.
     pub origin: Option<Url>,
+    /// HTTP connections open at once, in all and from one client address.
+    pub max_connections: usize,
+    pub max_connections_per_client: usize,
+    /// The whole request header must arrive within this, however slowly
+    /// its bytes trickle in.
+    pub header_timeout: Duration,
     /// Metrics and health checks (`proxy::admin`); none without it.
     pub admin_listen: Option<SocketAddr>,
 }
@@ -253,6 +267,9 @@ pub struct Dns {
     pub negative_ttl: Duration,
     /// Upper bound for caching any answer, whatever its TTL says.
     pub max_ttl: Duration,
+    /// Non-public ranges that addresses learnt from DNS or a redirect may
+    /// still be in (internal receivers or mail servers).
+    pub allow_private_targets: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -238,6 +238,22 @@ impl Checker<'_> {
     }
 }
 
+/// A count between 1 and `max`, `default` when unset.
+fn bounded(
+    c: &Checker,
+    key: &str,
+    value: Option<u64>,
+    default: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let v = value.unwrap_or(default);
+    if (1..=max).contains(&v) {
+        Ok(v)
+    } else {
+        Err(c.err(key, format!("{v} is not between 1 and {max}")))
+    }
+}
+
 pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigError> {
     let c = Checker { source, base };
     let server = server(&c, raw.server)?;
@@ -411,15 +427,9 @@ fn dkim(c: &Checker, d: file::Dkim) -> Result<Dkim, ConfigError> {
 fn mail(c: &Checker, m: file::Mail, imip: &Imip) -> Result<Mail, ConfigError> {
     let secs = |n: usize| Duration::from_secs(n as u64);
     let listen = |key: &str, v: Option<String>| v.map(|v| c.socket(key, &v)).transpose();
-    let bounded =
-        |key: &str, v: Option<u64>, default: u64, max: u64| -> Result<usize, ConfigError> {
-            let v = v.unwrap_or(default);
-            if (1..=max).contains(&v) {
-                Ok(v as usize)
-            } else {
-                Err(c.err(key, format!("must be between 1 and {max}")))
-            }
-        };
+    let bounded = |key: &str, v: Option<u64>, default: u64, max: u64| {
+        bounded(c, key, v, default, max).map(|v| v as usize)
+    };
     let tls = match (m.tls_cert, m.tls_key) {
         (Some(cert), Some(key)) => Some((
             c.certificate("mail.tls_cert", &cert)?,
@@ -520,6 +530,13 @@ fn smtp(c: &Checker, s: file::Smtp, first_local: Option<&String>) -> Result<Smtp
         direct_port: s.direct_port.unwrap_or(25),
         status_map,
         timeout: c.seconds("smtp.timeout_secs", s.timeout_secs, 30.0)?,
+        max_sessions_per_host: bounded(
+            c,
+            "smtp.max_sessions_per_host",
+            s.max_sessions_per_host,
+            10,
+            1_000,
+        )? as usize,
     })
 }
 
@@ -552,6 +569,15 @@ fn imip(c: &Checker, i: file::Imip, smtp: &Smtp) -> Result<Imip, ConfigError> {
             .unwrap_or(ReplyRouting::OrganizerDomain),
         token_prefix,
         token_domain,
+        token_lifetime: Duration::from_secs(
+            bounded(
+                c,
+                "imip.token_lifetime_days",
+                i.token_lifetime_days,
+                400,
+                36_500,
+            )? * 86_400,
+        ),
     })
 }
 
@@ -572,6 +598,13 @@ fn queue(c: &Checker, q: file::Queue) -> Result<Queue, ConfigError> {
         first_retry,
         max_retry,
         max_age,
+        max_messages: bounded(
+            c,
+            "queue.max_messages",
+            q.max_messages,
+            100_000,
+            100_000_000,
+        )? as usize,
     })
 }
 
@@ -607,6 +640,26 @@ fn server(c: &Checker, s: file::Server) -> Result<Server, ConfigError> {
         ));
     }
     let origin = s.origin.map(|o| c.url("server.origin", &o)).transpose()?;
+    let max_connections = bounded(
+        c,
+        "server.max_connections",
+        s.max_connections,
+        1_000,
+        1_000_000,
+    )? as usize;
+    let max_connections_per_client = bounded(
+        c,
+        "server.max_connections_per_client",
+        s.max_connections_per_client,
+        64,
+        1_000_000,
+    )? as usize;
+    if max_connections_per_client > max_connections {
+        return Err(c.err(
+            "server.max_connections_per_client",
+            "must not exceed server.max_connections",
+        ));
+    }
     let admin_listen = s
         .admin_listen
         .map(|a| c.socket("server.admin_listen", &a))
@@ -616,6 +669,9 @@ fn server(c: &Checker, s: file::Server) -> Result<Server, ConfigError> {
         tls,
         path,
         origin,
+        max_connections,
+        max_connections_per_client,
+        header_timeout: c.seconds("server.header_timeout_secs", s.header_timeout_secs, 10.0)?,
         admin_listen,
     })
 }
@@ -643,6 +699,10 @@ fn dns(c: &Checker, d: file::Dns) -> Result<Dns, ConfigError> {
         strip_subdomains: d.strip_subdomains,
         negative_ttl,
         max_ttl,
+        allow_private_targets: c.cidrs(
+            "dns.allow_private_targets",
+            &d.allow_private_targets.unwrap_or_default(),
+        )?,
     })
 }
 

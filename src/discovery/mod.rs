@@ -6,12 +6,14 @@
 pub mod capability_cache;
 pub mod resolver;
 pub mod srv;
+pub mod target_policy;
 
 use serde::Serialize;
 
 pub use capability_cache::CapabilityOutcome;
 pub use resolver::{DnsFailure, DnsResolver};
 pub use srv::SrvRecord;
+pub use target_policy::{Origin, TargetPolicy};
 
 /// The request path used when no TXT record gives one (spec 6.3).
 pub const WELL_KNOWN_PATH: &str = "/.well-known/ischedule";

@@ -84,7 +84,7 @@ impl DnsResolver {
             RData::TXT(txt) => txt.txt_data.iter().find_map(|s| {
                 let s = std::str::from_utf8(s).ok()?;
                 let (key, value) = s.split_once('=')?;
-                (key.eq_ignore_ascii_case("path") && value.starts_with('/')).then(|| TxtPath {
+                (key.eq_ignore_ascii_case("path") && is_request_path(value)).then(|| TxtPath {
                     path: value.to_string(),
                     ttl: r.ttl,
                 })
@@ -184,6 +184,23 @@ fn name_server(addr: &SocketAddr) -> NameServerConfig {
     )
 }
 
+/// Longest TXT `path=` taken.
+const MAX_PATH_LEN: usize = 255;
+
+/// A TXT `path=` is whatever the recipient's domain publishes: only an
+/// absolute path of RFC 3986 path characters is used, so it cannot carry a
+/// query, a fragment, another authority (`//host`), or bytes that would
+/// break the request line. Anything else is ignored like a missing key
+/// (RFC 6763 6.4), and the well-known URI applies.
+fn is_request_path(value: &str) -> bool {
+    value.starts_with('/')
+        && !value.starts_with("//")
+        && value.len() <= MAX_PATH_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:@/".contains(&b))
+}
+
 /// Names from calendar addresses are absolute: never apply search domains.
 fn fqdn(name: &str) -> String {
     if name.ends_with('.') {
@@ -208,5 +225,28 @@ fn absent_is_none<T>(name: &str, result: Result<T, NetError>) -> Result<Option<T
             name: name.to_string(),
             reason: e.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_request_path;
+
+    #[test]
+    fn only_plain_absolute_paths_are_taken_from_txt() {
+        assert!(is_request_path("/ischedule"));
+        assert!(is_request_path("/cal/%7Euser/ischedule;v=1"));
+        for bad in [
+            "ischedule",
+            "//evil.example/x",
+            "/a?b",
+            "/a#b",
+            "/a b",
+            "/a\r\nHost: x",
+            "/\\server",
+            &format!("/{}", "a".repeat(300)),
+        ] {
+            assert!(!is_request_path(bad), "{bad:?}");
+        }
     }
 }

@@ -7,7 +7,7 @@ use super::summary::Summary;
 use crate::config::{Config, ReplyRouting};
 use crate::ischedule::request::SchedulingRequest;
 use crate::itip::{edit, CalAddress, Role};
-use crate::store::{FailureNotice, Store, StoreError, TokenKey};
+use crate::store::{FailureNotice, TokenKey};
 
 /// A mail ready for the transport, with what the queue needs to report a
 /// final failure to the organizer.
@@ -23,23 +23,41 @@ pub struct Composed {
 pub enum ComposeError {
     #[error("{0} is not a mailto: address, so it cannot be reached by mail")]
     NotMail(String),
-    #[error("reply token: {0}")]
-    Token(#[from] StoreError),
     #[error("building the mail: {0}")]
     Build(#[from] BuildError),
     #[error(transparent)]
     Sign(#[from] SignError),
 }
 
+/// The reply token key for `recipient`'s mail, when replies are to come
+/// back by token. Token routing only makes sense for what the organizer
+/// sends: it is the organizer's address that replies must come back to.
+pub fn token_key(
+    request: &SchedulingRequest,
+    recipient: &CalAddress,
+    reply_routing: ReplyRouting,
+) -> Option<TokenKey> {
+    let itip = &request.itip;
+    let from_organizer = itip.method.originator_role() == Role::Organizer;
+    match (reply_routing, from_organizer, &itip.organizer) {
+        (ReplyRouting::Token, true, Some(organizer)) => Some(TokenKey {
+            organizer: organizer.normalized().to_string(),
+            attendee: recipient.normalized().to_string(),
+            uid: itip.uid.clone(),
+        }),
+        _ => None,
+    }
+}
+
 /// One recipient's mail; `summary` is the request's, read once for all its
 /// recipients (the human parts show the real organizer, not a token).
+/// `token` is the one issued for [`token_key`], if that gave a key.
 pub fn compose(
     config: &Config,
-    store: &dyn Store,
     request: &SchedulingRequest,
     summary: &Summary,
     recipient: &CalAddress,
-    reply_routing: ReplyRouting,
+    token: Option<&str>,
 ) -> Result<Composed, ComposeError> {
     let to = recipient
         .email()
@@ -48,23 +66,12 @@ pub fn compose(
     let original = String::from_utf8_lossy(&request.body);
     let from_organizer = itip.method.originator_role() == Role::Organizer;
 
-    // Token routing only makes sense for what the organizer sends: it is
-    // the organizer's address that replies must come back to.
-    let token_address = match (reply_routing, from_organizer, &itip.organizer) {
-        (ReplyRouting::Token, true, Some(organizer)) => {
-            let key = TokenKey {
-                organizer: organizer.normalized().to_string(),
-                attendee: recipient.normalized().to_string(),
-                uid: itip.uid.clone(),
-            };
-            let token = store.token_for(&key)?;
-            Some(format!(
-                "{}+{token}@{}",
-                config.imip.token_prefix, config.imip.token_domain
-            ))
-        }
-        _ => None,
-    };
+    let token_address = token.map(|token| {
+        format!(
+            "{}+{token}@{}",
+            config.imip.token_prefix, config.imip.token_domain
+        )
+    });
     let calendar = match &token_address {
         Some(address) => edit::replace_organizer(&original, &format!("mailto:{address}")),
         None => original.into_owned(),

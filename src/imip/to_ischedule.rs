@@ -12,7 +12,7 @@ use crate::digest;
 use crate::ischedule::request::SchedulingRequest;
 use crate::ischedule::Rejection;
 use crate::itip::{edit, rules, CalAddress, ItipMessage, Role};
-use crate::scheduling::Sender;
+use crate::scheduling::{unix_now, Sender};
 use crate::store::{Store, StoreError, TokenKey};
 
 /// Why a mail is not turned into iSchedule; each maps to one SMTP reply.
@@ -169,8 +169,10 @@ fn token_key(
         let Some(token) = token_of(config, rcpt) else {
             continue;
         };
-        let key = store.resolve_token(token)?.ok_or_else(|| {
-            Refusal::Token(format!("{rcpt} is not a reply address this bridge issued"))
+        let key = store.resolve_token(token, unix_now())?.ok_or_else(|| {
+            Refusal::Token(format!(
+                "{rcpt} is not a reply address this bridge issued, or it has expired"
+            ))
         })?;
         match &found {
             Some(k) if *k != key => {
@@ -297,7 +299,7 @@ mod tests {
             attendee: "mailto:carol@mail.test".into(),
             uid: "u1".into(),
         };
-        let token = store.token_for(&key).unwrap();
+        let token = store.token_for(&key, u64::MAX).unwrap();
         let address = format!("ischedule+{token}@bridge.test");
         let c = config();
         for organizer in [Some(format!("mailto:{address}")), None] {

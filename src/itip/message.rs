@@ -254,9 +254,10 @@ impl LineScan {
                 not_vcalendar(number, line)
             });
         }
-        check_property_line(line).map_err(|problem| {
+        let value = check_property_line(line).map_err(|problem| {
             invalid_data(format!("content line {number} {} {problem}", quote(line)))
         })?;
+        check_value_length(number, property_name(line), value)?;
         self.emit(line);
         Ok(())
     }
@@ -283,7 +284,7 @@ impl LineScan {
 /// checked here so that the error names the line, and so the parser (which
 /// is laxer and then misreads the rest of the component) only sees lines it
 /// reads as written.
-fn check_property_line(line: &str) -> Result<(), &'static str> {
+fn check_property_line(line: &str) -> Result<&str, &'static str> {
     let name = property_name(line);
     if name.is_empty() || !name.chars().all(is_name_char) {
         return Err("does not start with a property name");
@@ -295,11 +296,41 @@ fn check_property_line(line: &str) -> Result<(), &'static str> {
     while let Some(param) = rest.strip_prefix(';') {
         rest = skip_parameter(param)?;
     }
-    match rest.chars().next() {
-        Some(':') => Ok(()),
-        None => Err("has no ':' before its value"),
-        Some(_) => Err("has unexpected text between its parameters and its value"),
+    match rest.strip_prefix(':') {
+        Some(value) => Ok(value),
+        None if rest.is_empty() => Err("has no ':' before its value"),
+        None => Err("has unexpected text between its parameters and its value"),
     }
+}
+
+/// Longest UID taken: it keys reply tokens and failure notices in the
+/// store, and real ones are a few dozen octets.
+const MAX_UID_OCTETS: usize = 255;
+/// Longest value of any other property (unfolded, as escaped).
+const MAX_VALUE_OCTETS: usize = 8 * 1024;
+/// Free text and inline attachments legitimately run long (Outlook puts
+/// the HTML body in X-ALT-DESC); the body limit bounds them.
+const UNBOUNDED_PROPERTIES: [&str; 3] = ["DESCRIPTION", "X-ALT-DESC", "ATTACH"];
+
+fn check_value_length(number: usize, name: &str, value: &str) -> Result<(), ItipError> {
+    let limit = if name.eq_ignore_ascii_case("UID") {
+        MAX_UID_OCTETS
+    } else if UNBOUNDED_PROPERTIES
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(name))
+    {
+        return Ok(());
+    } else {
+        MAX_VALUE_OCTETS
+    };
+    if value.len() > limit {
+        return Err(invalid_data(format!(
+            "content line {number}: the {} value is {} octets long; at most {limit} are accepted",
+            name.to_ascii_uppercase(),
+            value.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Skips `key=value[,value...]` and returns what follows it.
@@ -1178,6 +1209,28 @@ END:VCALENDAR
             Fault::InvalidCalendarData,
             "content line 10 ",
         );
+    }
+
+    #[test]
+    fn uid_and_property_values_are_bounded() {
+        let good = calendar("REQUEST", &event(""));
+        let long_uid = good.replace("UID:u1", &format!("UID:{}", "u".repeat(256)));
+        assert_rejected(
+            &long_uid,
+            Fault::InvalidCalendarData,
+            "the UID value is 256 octets long; at most 255 are accepted",
+        );
+        let long_summary = good.replace("UID:u1", &format!("UID:u1\nSUMMARY:{}", "s".repeat(8193)));
+        assert_rejected(
+            &long_summary,
+            Fault::InvalidCalendarData,
+            "the SUMMARY value is 8193 octets long; at most 8192 are accepted",
+        );
+        let long_description = good.replace(
+            "UID:u1",
+            &format!("UID:u1\nDESCRIPTION:{}", "d".repeat(20_000)),
+        );
+        assert!(ItipMessage::parse(&long_description).is_ok());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::upstream::{Endpoint, Request, Response, Upstream, UpstreamError};
 use crate::config::Config;
 use crate::discovery::capability_cache::{freshness, CachedCapabilities, CapabilityCache};
 use crate::discovery::srv;
-use crate::discovery::CapabilityOutcome;
+use crate::discovery::{CapabilityOutcome, Origin};
 use crate::dkim::{self, Signer};
 use crate::ischedule::capabilities::Capabilities;
 use crate::ischedule::headers;
@@ -24,7 +24,7 @@ use crate::ischedule::xml::{parse_error_document, RecipientResponse, ScheduleRes
 use crate::ischedule::{IsError, RequestStatus, StatusCode};
 use crate::itip::CalAddress;
 use crate::routing::{Receiver, Target};
-use crate::scheduling::{unix_now, Contact, Delivered, Failure, NativeDelivery};
+use crate::scheduling::{unix_now, Author, Contact, Delivered, Failure, NativeDelivery};
 
 /// One place a receiver can be reached: endpoint plus request path.
 #[derive(Debug, Clone)]
@@ -36,6 +36,23 @@ pub struct Location {
 impl Location {
     fn url(&self) -> String {
         format!("{}{}", self.endpoint, self.path)
+    }
+
+    /// A URL this location led to (a redirect, a cached answer): on the same
+    /// host it is as trusted as this location; a host the receiver named
+    /// is learnt, whatever named the receiver.
+    fn derive(&self, url: &Url) -> Option<Location> {
+        let same_host = url.host_str().is_some_and(|h| {
+            h.trim_start_matches('[')
+                .trim_end_matches(']')
+                .eq_ignore_ascii_case(&self.endpoint.host)
+        });
+        let origin = if same_host {
+            self.endpoint.origin
+        } else {
+            Origin::Learnt
+        };
+        location_of(url, origin)
     }
 }
 
@@ -49,7 +66,7 @@ impl Forwarder {
     /// The order in which to try a receiver's locations for one attempt.
     pub fn locations(receiver: &Receiver) -> Vec<Location> {
         match &receiver.target {
-            Target::Url { url } => location_of(url).into_iter().collect(),
+            Target::Url { url } => location_of(url, Origin::Configured).into_iter().collect(),
             Target::Srv { service } => srv::order(&service.records, &mut rng())
                 .into_iter()
                 .map(|r| Location {
@@ -57,6 +74,7 @@ impl Forwarder {
                         tls: true,
                         host: r.target,
                         port: r.port,
+                        origin: Origin::Learnt,
                     },
                     path: service.path.clone(),
                 })
@@ -94,7 +112,7 @@ impl Forwarder {
         if let Some(c) = cached.as_ref().filter(|c| c.is_fresh(Instant::now())) {
             let at = Url::parse(&c.url)
                 .ok()
-                .and_then(|u| location_of(&u))
+                .and_then(|u| location.derive(&u))
                 .unwrap_or_else(|| location.clone());
             let outcome = CapabilityOutcome::Known {
                 capabilities: Box::new(c.capabilities.clone()),
@@ -276,10 +294,12 @@ impl Forwarder {
                         response.status
                     ),
                 })?;
-            let next = location_of(&target).ok_or_else(|| UpstreamError::Protocol {
-                endpoint: location.url(),
-                reason: format!("redirect to unsupported URL {target}"),
-            })?;
+            let next = location
+                .derive(&target)
+                .ok_or_else(|| UpstreamError::Protocol {
+                    endpoint: location.url(),
+                    reason: format!("redirect to unsupported URL {target}"),
+                })?;
             if location.endpoint.tls && !next.endpoint.tls {
                 return Err(UpstreamError::Protocol {
                     endpoint: location.url(),
@@ -323,8 +343,12 @@ impl NativeDelivery for Forwarder {
         body: Bytes,
     ) -> Vec<Delivered> {
         // Where the capabilities answered first, then the other targets.
-        let answered = Url::parse(&contact.at).ok().and_then(|u| location_of(&u));
-        let others = Forwarder::locations(receiver)
+        let locations = Forwarder::locations(receiver);
+        let answered = Url::parse(&contact.at)
+            .ok()
+            .zip(locations.first())
+            .and_then(|(u, first)| first.derive(&u));
+        let others = locations
             .into_iter()
             .filter(|l| answered.as_ref().is_none_or(|a| a.endpoint != l.endpoint));
         let ordered: Vec<Location> = answered.clone().into_iter().chain(others).collect();
@@ -333,7 +357,7 @@ impl NativeDelivery for Forwarder {
     }
 }
 
-fn location_of(url: &Url) -> Option<Location> {
+fn location_of(url: &Url, origin: Origin) -> Option<Location> {
     let tls = match url.scheme() {
         "https" => true,
         "http" => false,
@@ -348,6 +372,7 @@ fn location_of(url: &Url) -> Option<Location> {
                 .trim_end_matches(']')
                 .to_string(),
             port: url.port_or_known_default()?,
+            origin,
         },
         path: url.path().to_string(),
     })
@@ -375,6 +400,7 @@ fn map_answer(part: &[CalAddress], response: &Response, at: &str) -> Vec<Deliver
                                 ..a.clone()
                             },
                             fallback: false,
+                            author: Author::Receiver,
                         })
                         .unwrap_or_else(|| {
                             let failure = Failure {

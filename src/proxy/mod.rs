@@ -5,6 +5,7 @@
 //! services (queue worker, mail listeners).
 
 pub mod admin;
+pub mod connections;
 pub mod dkim_keys;
 pub mod forward;
 pub mod mail_listeners;

@@ -12,6 +12,7 @@ use pingora::services::background::BackgroundService;
 
 use crate::mail::outbound::queue::{GivenUp, Mailer};
 use crate::scheduling::{unix_now, Scheduler};
+use crate::store;
 
 /// Longest sleep between passes, so mail queued by `queue retry` from the
 /// command line is picked up soon even when nothing else is due.
@@ -31,15 +32,18 @@ impl QueueWorker {
     /// One pass; returns how long to sleep before the next.
     pub async fn pass(&self) -> Duration {
         let mailer = &self.mailer;
-        // Expired idempotency records go too, or the store grows with every
-        // POST for as long as the bridge runs.
+        // Expired idempotency records and reply tokens go too, or the store
+        // grows with every POST for as long as the bridge runs.
         let now = unix_now();
         if now >= self.purged_at.load(Ordering::Relaxed) + PURGE_EVERY_SECS {
             self.purged_at.store(now, Ordering::Relaxed);
-            match self.scheduler.store.purge_expired(now) {
+            let purged = store::blocking(&self.scheduler.store, "purge_expired", move |s| {
+                s.purge_expired(now)
+            });
+            match purged.await {
                 Ok(0) => {}
                 Ok(n) => {
-                    tracing::info!(target: "ischedule::queue", purged = n, "idempotency and sent-mail records expired")
+                    tracing::info!(target: "ischedule::queue", purged = n, "idempotency records, sent-mail records and reply tokens expired")
                 }
                 Err(e) => {
                     tracing::error!(target: "ischedule::queue", error = %e, "purging expired records failed")

@@ -279,7 +279,8 @@ impl BridgeService {
                 }
             }
         };
-        let scheduled = self.scheduler.schedule(&request, MailPolicy::PerMode).await;
+        let mut scheduled = self.scheduler.schedule(&request, MailPolicy::PerMode).await;
+        scheduled.disclose_to(&sender);
         log_post(&request, &sender, &scheduled, started);
         self.send_xml(session, 200, scheduled.response.to_xml())
             .await

@@ -19,17 +19,20 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
 use crate::config::Config;
-use crate::discovery::DnsResolver;
+use crate::discovery::{DnsResolver, Origin, TargetPolicy};
 
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
-/// Where a request goes: scheme, host (for SNI, certificate and `Host`) and port.
+/// Where a request goes: scheme, host (for SNI, certificate and `Host`),
+/// port, and whether the admin or DNS named it (which decides the
+/// addresses it may resolve to).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     pub tls: bool,
     pub host: String,
     pub port: u16,
+    pub origin: Origin,
 }
 
 impl std::fmt::Display for Endpoint {
@@ -72,11 +75,19 @@ pub enum UpstreamError {
     Protocol { endpoint: String, reason: String },
     #[error("{endpoint} answered more than {limit} bytes")]
     TooLarge { endpoint: String, limit: usize },
+    /// Every address of a learnt endpoint is one the policy refuses:
+    /// nothing was sent.
+    #[error("{endpoint} not contacted: {reasons}")]
+    Refused { endpoint: String, reasons: String },
 }
 
 impl UpstreamError {
+    /// Nothing reached the receiver, so its next target may be tried.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, UpstreamError::Unreachable { .. })
+        matches!(
+            self,
+            UpstreamError::Unreachable { .. } | UpstreamError::Refused { .. }
+        )
     }
 }
 
@@ -84,6 +95,7 @@ pub struct Upstream {
     connector: Connector,
     ca: Option<Arc<CaType>>,
     resolver: Arc<DnsResolver>,
+    policy: TargetPolicy,
     connect_timeout: Duration,
     request_timeout: Duration,
     max_response_bytes: usize,
@@ -96,14 +108,17 @@ impl Upstream {
             connector: Connector::new(None),
             ca,
             resolver,
+            policy: TargetPolicy::from_config(config),
             connect_timeout: config.timeouts.connect,
             request_timeout: config.timeouts.receiver,
             max_response_bytes: config.limits.max_response_bytes,
         })
     }
 
-    /// Sends to each address of the endpoint's host in turn until one
-    /// connects; the whole exchange is bounded by the receiver timeout.
+    /// Sends to each address of the endpoint's host that the target policy
+    /// allows, in turn, until one connects; the whole exchange is bounded by
+    /// the receiver timeout. The address checked is the one connected to:
+    /// the peer is built from it, so nothing resolves the name again.
     pub async fn send(
         &self,
         endpoint: &Endpoint,
@@ -145,14 +160,26 @@ impl Upstream {
             )));
         }
         let mut last = None;
+        let mut refused = Vec::new();
         for ip in ips {
-            let peer = self.peer(endpoint, SocketAddr::new(ip, endpoint.port));
+            let addr = SocketAddr::new(ip, endpoint.port);
+            if let Err(refusal) = self.policy.check(endpoint.origin, addr) {
+                refused.push(refusal.to_string());
+                continue;
+            }
+            let peer = self.peer(endpoint, addr);
             match self.exchange(endpoint, &peer, request).await {
                 Err(e) if e.is_unreachable() => last = Some(e),
                 other => return other,
             }
         }
-        Err(last.unwrap_or_else(|| unreachable("no address".into())))
+        if !refused.is_empty() {
+            tracing::warn!(target: "ischedule::upstream", endpoint = %endpoint, refused = %refused.join("; "), "learnt address refused");
+        }
+        Err(last.unwrap_or_else(|| UpstreamError::Refused {
+            endpoint: endpoint.to_string(),
+            reasons: refused.join("; "),
+        }))
     }
 
     fn peer(&self, endpoint: &Endpoint, addr: SocketAddr) -> HttpPeer {

@@ -22,6 +22,17 @@ use crate::routing::Receiver;
 pub struct Delivered {
     pub response: RecipientResponse,
     pub fallback: bool,
+    pub author: Author,
+}
+
+/// Who wrote a recipient's answer. A receiver's own words go back as they
+/// came; what the bridge writes may name internal hosts, ports and TLS
+/// errors, which only local senders are shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Author {
+    Receiver,
+    #[default]
+    Bridge,
 }
 
 /// The same failure for every recipient of a group or part.
@@ -49,6 +60,7 @@ impl Failure {
             .map(|r| Delivered {
                 response: response(r, self.status.clone(), &self.description),
                 fallback: self.fallback,
+                author: Author::Bridge,
             })
             .collect()
     }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::delivery::{ByMail, Delivered};
+use super::delivery::{Author, ByMail, Delivered};
 use super::plan::{Group, Plan};
 use super::MailPolicy;
 use crate::config::Mode;
@@ -37,6 +37,9 @@ pub fn fall_back(
                     ),
                 }),
                 None => {
+                    if d.author == Author::Receiver {
+                        plan.relayed.insert(member.clone());
+                    }
                     plan.answered.insert(member.clone(), d.response);
                 }
             }

@@ -8,12 +8,14 @@
 //! second time. This is what lets the mail intake defer a mixed outcome with
 //! 4xx and rely on the sending MTA's retry.
 
+use std::sync::Arc;
+
 use crate::digest;
 use crate::ischedule::request::SchedulingRequest;
 use crate::ischedule::xml::{RecipientResponse, ScheduleResponse};
 use crate::ischedule::StatusCode;
 use crate::itip::CalAddress;
-use crate::store::{Store, StoreError, UnixTime};
+use crate::store::{self, Store, StoreError, UnixTime};
 
 /// The same Originator, iSchedule-Message-ID and body. The recipients are
 /// not part of it: each one's answer is recorded on its own, so a retry
@@ -42,8 +44,10 @@ pub struct Recorded {
 impl Recorded {
     /// What the store holds for `key`; nothing when there is no record, or
     /// when it cannot be read (then the request is simply scheduled).
-    pub fn recall(store: &dyn Store, key: &str, now: UnixTime) -> Recorded {
-        let responses = match store.recall(key, now) {
+    pub async fn recall(store: &Arc<dyn Store>, key: &str, now: UnixTime) -> Recorded {
+        let key = key.to_string();
+        let stored = store::blocking(store, "recall", move |s| s.recall(&key, now));
+        let responses = match stored.await {
             Ok(Some(stored)) => ScheduleResponse::parse(&stored)
                 .map(|r| r.responses)
                 .unwrap_or_default(),
@@ -69,9 +73,9 @@ impl Recorded {
 
     /// Adds the final answers among `fresh` and writes the record back;
     /// nothing is written when nothing new is final.
-    pub fn record(
+    pub async fn record(
         &mut self,
-        store: &dyn Store,
+        store: &Arc<dyn Store>,
         key: &str,
         fresh: &[RecipientResponse],
         expires_at: UnixTime,
@@ -85,6 +89,10 @@ impl Recorded {
         let document = ScheduleResponse {
             responses: self.responses.clone(),
         };
-        store.remember(key, document.to_xml().as_bytes(), expires_at)
+        let (key, xml) = (key.to_string(), document.to_xml());
+        store::blocking(store, "remember", move |s| {
+            s.remember(&key, xml.as_bytes(), expires_at)
+        })
+        .await
     }
 }

@@ -5,10 +5,10 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
-use super::delivery::response;
+use super::delivery::{response, Author};
 use super::idempotency::Recorded;
 use crate::ischedule::xml::{RecipientResponse, ScheduleResponse};
-use crate::ischedule::RequestStatus;
+use crate::ischedule::{RequestStatus, StatusCode};
 use crate::itip::CalAddress;
 use crate::routing::{Decision, Routed};
 
@@ -19,6 +19,11 @@ pub struct RecipientLog {
     pub route: String,
     pub receiver: Option<String>,
     pub status: String,
+    #[serde(skip)]
+    pub author: Author,
+    /// The description withheld from the sender (see [`withhold_details`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Everything one run of the steps found out, by recipient.
@@ -26,6 +31,8 @@ pub struct RecipientLog {
 pub struct Outcomes {
     pub routed: Vec<Routed>,
     pub answers: HashMap<CalAddress, RecipientResponse>,
+    /// Recipients whose answer is their receiver's own.
+    pub relayed: HashSet<CalAddress>,
     /// Recipients that went by mail (directly or after a native failure).
     pub mailed: HashSet<CalAddress>,
 }
@@ -49,6 +56,9 @@ pub fn merge(
                 route: "repeat".into(),
                 receiver: None,
                 status: repeat.status.to_string(),
+                // Recorded answers do not say who wrote them.
+                author: Author::Bridge,
+                detail: None,
             });
             responses.push(repeat.clone());
             continue;
@@ -77,10 +87,46 @@ pub fn merge(
                 _ => None,
             }),
             status: answer.status.to_string(),
+            author: if outcomes.relayed.contains(recipient) {
+                Author::Receiver
+            } else {
+                Author::Bridge
+            },
+            detail: None,
         });
         responses.push(answer);
     }
     (ScheduleResponse { responses }, log)
+}
+
+/// For senders that are not local: every description the bridge wrote
+/// itself becomes a fixed sentence for its status, and the original moves to
+/// the log entry. Those descriptions name receivers' and relays' addresses
+/// and ports, TLS and DNS errors: a map of the internal network for anyone
+/// who can POST. The status code, and a receiver's own answer, stay.
+pub fn withhold_details(response: &mut ScheduleResponse, log: &mut [RecipientLog]) {
+    for (answer, entry) in response.responses.iter_mut().zip(log) {
+        if entry.author == Author::Bridge {
+            let public = Some(public_description(&answer.status).to_string());
+            entry.detail = std::mem::replace(&mut answer.description, public);
+        }
+    }
+}
+
+fn public_description(status: &RequestStatus) -> &'static str {
+    match status.code {
+        StatusCode::PENDING => "accepted; delivery is pending",
+        StatusCode::SENT => "sent by mail",
+        StatusCode::DELIVERED => "delivered by mail",
+        StatusCode::SERVICE_UNAVAILABLE => "receiver not reachable",
+        StatusCode::NO_SCHEDULING_SUPPORT => "no scheduling support for this user",
+        StatusCode::INVALID_USER => "invalid calendar user",
+        StatusCode::NO_AUTHORITY => "no authority",
+        StatusCode::TOO_LARGE => "too large for the receiver",
+        StatusCode::UNSUPPORTED_CAPABILITY => "not supported by the receiver",
+        code if code.is_success() => "delivered",
+        _ => "not delivered",
+    }
 }
 
 fn route_label(r: &Routed) -> String {

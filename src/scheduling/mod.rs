@@ -30,7 +30,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::future::join_all;
 
-pub use delivery::{ByMail, Contact, Delivered, Failure, MailDelivery, NativeDelivery};
+pub use delivery::{Author, ByMail, Contact, Delivered, Failure, MailDelivery, NativeDelivery};
 pub use merge::RecipientLog;
 pub use sender::Sender;
 
@@ -74,6 +74,16 @@ pub enum MailPolicy {
     Never,
 }
 
+impl Scheduled {
+    /// What `sender` may be told: everything when it is local, otherwise
+    /// only the receivers' own words (see [`merge::withhold_details`]).
+    pub fn disclose_to(&mut self, sender: &Sender) {
+        if !sender.is_local() {
+            merge::withhold_details(&mut self.response, &mut self.log);
+        }
+    }
+}
+
 pub fn unix_now() -> UnixTime {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -91,7 +101,7 @@ impl Scheduler {
     pub async fn schedule(&self, request: &SchedulingRequest, policy: MailPolicy) -> Scheduled {
         let key = idempotency::key(request);
         let mut recorded = match &key {
-            Some(key) => Recorded::recall(self.store.as_ref(), key, unix_now()),
+            Some(key) => Recorded::recall(&self.store, key, unix_now()).await,
             None => Recorded::default(),
         };
         let fresh: Vec<_> = request
@@ -130,7 +140,7 @@ impl Scheduler {
                 .filter(|(_, l)| l.route != "repeat")
                 .map(|(r, _)| r.clone())
                 .collect();
-            if let Err(e) = recorded.record(self.store.as_ref(), &key, &fresh, expires) {
+            if let Err(e) = recorded.record(&self.store, &key, &fresh, expires).await {
                 tracing::warn!(target: "ischedule::post", error = %e, "could not record the answer for idempotency");
             }
         }
@@ -167,6 +177,7 @@ impl Scheduler {
         Outcomes {
             routed,
             answers: plan.answered,
+            relayed: plan.relayed,
             mailed,
         }
     }

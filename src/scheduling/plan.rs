@@ -2,7 +2,7 @@
 //! the recipients grouped by receiver (one POST per receiver, spec 5.1),
 //! set aside for mail, or answered at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::delivery::{response, ByMail};
 use super::MailPolicy;
@@ -25,6 +25,8 @@ pub struct Plan {
     pub by_mail: Vec<ByMail>,
     /// Recipients whose answer is known without sending anything.
     pub answered: HashMap<CalAddress, RecipientResponse>,
+    /// Recipients of `answered` whose answer is their receiver's own.
+    pub relayed: HashSet<CalAddress>,
 }
 
 /// Groups by receiver id, so domains served by the same receiver travel in

@@ -168,6 +168,7 @@ impl NativeDelivery for FakeNative {
             .map(|r| Delivered {
                 response: response(r, status.clone(), "fake receiver"),
                 fallback,
+                author: Author::Receiver,
             })
             .collect()
     }

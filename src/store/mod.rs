@@ -84,6 +84,13 @@ pub enum StoreError {
     /// `reschedule` of an id that is not (or no longer) queued.
     #[error("queue item {id} does not exist")]
     NotQueued { id: u64 },
+    /// `enqueue` when the queue already holds its limit.
+    #[error("the outbound mail queue is full ({limit} messages, queue.max_messages)")]
+    QueueFull { limit: usize },
+    /// Work handed to a blocking thread did not come back (it panicked,
+    /// or the runtime is shutting down).
+    #[error("{op}: the store's worker thread failed: {reason}")]
+    Worker { op: &'static str, reason: String },
 }
 
 /// One outbound iMIP mail waiting for (re)delivery.
@@ -135,7 +142,8 @@ pub struct FailureNotice {
 }
 
 /// What a reply token stands for. Addresses are compared byte for byte:
-/// callers pass normalized (lower-case) mailto addresses.
+/// callers pass normalized (lower-case) mailto addresses. UIDs are at most
+/// 255 octets (the iTIP parser refuses longer ones), so a key stays small.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct TokenKey {
     pub organizer: String,
@@ -144,10 +152,14 @@ pub struct TokenKey {
 }
 
 /// The bridge's durable state, whatever holds it.
+///
+/// The methods block (a redb commit waits for fsync): from async code call
+/// them through [`blocking`].
 pub trait Store: Send + Sync {
     /// Durable (committed and fsynced) before it returns: the iSchedule
-    /// answer "1.0;Pending" is only sent after this.
-    fn enqueue(&self, mail: &QueuedMail) -> Result<u64, StoreError>;
+    /// answer "1.0;Pending" is only sent after this. Refused with
+    /// [`StoreError::QueueFull`] when `limit` messages are queued already.
+    fn enqueue(&self, mail: &QueuedMail, limit: usize) -> Result<u64, StoreError>;
     /// Items with next_attempt <= now, oldest next_attempt first (then by
     /// id), at most `limit`.
     fn due(&self, now: UnixTime, limit: usize) -> Result<Vec<(u64, QueuedMail)>, StoreError>;
@@ -177,11 +189,14 @@ pub trait Store: Send + Sync {
     fn list(&self) -> Result<Vec<(u64, QueuedMail)>, StoreError>;
     /// Reply tokens: the same key always gets the same token (so updates
     /// keep the reply address); new keys get a fresh random token of 20
-    /// lower-case base32 characters [a-z2-7].
-    fn token_for(&self, key: &TokenKey) -> Result<String, StoreError>;
-    /// The key a token was issued for; the token is matched
-    /// case-insensitively (mail systems may change the local part's case).
-    fn resolve_token(&self, token: &str) -> Result<Option<TokenKey>, StoreError>;
+    /// lower-case base32 characters [a-z2-7]. The token is valid until
+    /// `expires_at`, or later if it already was: each mail for the event
+    /// renews it, so replies keep working as long as the event is alive.
+    fn token_for(&self, key: &TokenKey, expires_at: UnixTime) -> Result<String, StoreError>;
+    /// The key a token was issued for, while it has not expired (`now <
+    /// expires_at`); the token is matched case-insensitively (mail systems
+    /// may change the local part's case).
+    fn resolve_token(&self, token: &str, now: UnixTime) -> Result<Option<TokenKey>, StoreError>;
     /// Idempotency: remember an answer under a key until `expires_at`
     /// (replacing an earlier one); recall returns it only while not expired,
     /// that is while `now < expires_at`.
@@ -193,10 +208,34 @@ pub trait Store: Send + Sync {
     fn record_sent(&self, notice: &FailureNotice, expires_at: UnixTime) -> Result<(), StoreError>;
     /// The record of a Message-ID this bridge mailed, while not expired.
     fn sent(&self, message_id: &str, now: UnixTime) -> Result<Option<FailureNotice>, StoreError>;
-    /// Deletes the idempotency entries and records of sent mail with
-    /// `expires_at <= now`, returning how many. Reply tokens never expire
-    /// and queue items are not touched.
+    /// Deletes the idempotency entries, records of sent mail and reply
+    /// tokens with `expires_at <= now`, returning how many. Queue items are
+    /// not touched.
     fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError>;
+}
+
+/// Runs store work on tokio's blocking threads. A commit waits for fsync
+/// (milliseconds, far more on a busy disk); on an async worker thread that
+/// wait would stall every connection the thread serves, HTTP and SMTP alike.
+/// Chosen over an async `Store` trait: redb is synchronous, so an async
+/// trait would still need this underneath, and the synchronous trait stays
+/// usable from the CLI and tests as it is.
+pub async fn blocking<R, F>(
+    store: &std::sync::Arc<dyn Store>,
+    op: &'static str,
+    work: F,
+) -> Result<R, StoreError>
+where
+    R: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<R, StoreError> + Send + 'static,
+{
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || work(store.as_ref()))
+        .await
+        .map_err(|e| StoreError::Worker {
+            op,
+            reason: e.to_string(),
+        })?
 }
 
 /// Length of a reply token: 20 base32 characters carry 100 random bits,

@@ -7,7 +7,7 @@
 //! | `queue`              | id `u64`                   | [`QueuedMail`] as JSON        |
 //! | `queue_by_due`       | (next_attempt, id)         | `()`: index for `due`         |
 //! | `counters`           | `"next_queue_id"`          | `u64`                         |
-//! | `reply_tokens`       | token                      | [`TokenKey`] as JSON          |
+//! | `reply_tokens`       | token                      | [`TokenKey`] and expiry, JSON |
 //! | `reply_token_by_key` | (organizer, attendee, uid) | token                         |
 //! | `idempotency`        | key                        | (expires_at, answer bytes)    |
 //! | `sent`               | Message-ID, lower case     | (expires_at, [`FailureNotice`] as JSON) |
@@ -27,9 +27,12 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{
+    Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
+    WriteTransaction,
+};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     new_token, FailureNotice, QueuedMail, Store, StoreError, TokenKey, Undeliverable, UnixTime,
@@ -149,8 +152,14 @@ impl RedbStore {
 }
 
 impl Store for RedbStore {
-    fn enqueue(&self, mail: &QueuedMail) -> Result<u64, StoreError> {
+    fn enqueue(&self, mail: &QueuedMail, limit: usize) -> Result<u64, StoreError> {
         self.write("enqueue", |txn, op| {
+            // In the same transaction as the insert: concurrent enqueues
+            // cannot together overshoot the limit.
+            let queued = txn.open_table(QUEUE).during(op)?.len().during(op)?;
+            if queued >= limit as u64 {
+                return Err(StoreError::QueueFull { limit });
+            }
             let id = take_queue_id(txn, op)?;
             insert_mail(txn, id, mail, op)?;
             Ok(id)
@@ -232,40 +241,56 @@ impl Store for RedbStore {
         })
     }
 
-    fn token_for(&self, key: &TokenKey) -> Result<String, StoreError> {
-        // Most calls are for events that already have a token: a read
-        // transaction answers those without a write and its fsync.
+    fn token_for(&self, key: &TokenKey, expires_at: UnixTime) -> Result<String, StoreError> {
+        // Most calls are for events that already have a token with plenty of
+        // life left: a read transaction answers those without a write and
+        // its fsync.
         let existing = self.read("token_for", |txn, op| {
-            find_token(&txn.open_table(TOKEN_BY_KEY).during(op)?, key, op)
+            let Some(token) = find_token(&txn.open_table(TOKEN_BY_KEY).during(op)?, key, op)?
+            else {
+                return Ok(None);
+            };
+            let record = load_token(&txn.open_table(TOKENS).during(op)?, &token, op)?;
+            Ok(record
+                .filter(|r| r.lasts_until(expires_at.saturating_sub(RENEW_SLACK)))
+                .map(|_| token))
         })?;
         if let Some(token) = existing {
             return Ok(token);
         }
         self.write("token_for", |txn, op| {
             let mut by_key = txn.open_table(TOKEN_BY_KEY).during(op)?;
-            // Another thread may have issued one since the read above.
-            if let Some(token) = find_token(&by_key, key, op)? {
-                return Ok(token);
-            }
-            let token = issue_token(txn, key, op)?;
-            by_key.insert(token_key(key), token.as_str()).during(op)?;
+            let mut tokens = txn.open_table(TOKENS).during(op)?;
+            // Renewed, or issued: another thread may have issued one since
+            // the read above.
+            let token = match find_token(&by_key, key, op)? {
+                Some(token) => token,
+                None => {
+                    let token = unused_token(&tokens, op)?;
+                    by_key.insert(token_key(key), token.as_str()).during(op)?;
+                    token
+                }
+            };
+            let expires_at = load_token(&tokens, &token, op)?
+                .and_then(|r| r.expires_at)
+                .map_or(expires_at, |old| old.max(expires_at));
+            let record = TokenRecord {
+                key: key.clone(),
+                expires_at: Some(expires_at),
+            };
+            let value = encode(&record, || token_item(&token), op)?;
+            tokens.insert(token.as_str(), value.as_slice()).during(op)?;
             Ok(token)
         })
     }
 
-    fn resolve_token(&self, token: &str) -> Result<Option<TokenKey>, StoreError> {
+    fn resolve_token(&self, token: &str, now: UnixTime) -> Result<Option<TokenKey>, StoreError> {
         let token = token.to_ascii_lowercase();
         self.read("resolve_token", |txn, op| {
-            let tokens = txn.open_table(TOKENS).during(op)?;
-            let Some(value) = tokens.get(token.as_str()).during(op)? else {
-                return Ok(None);
-            };
-            decode(
-                value.value(),
-                || format!("token {token} of table `reply_tokens`"),
-                op,
-            )
-            .map(Some)
+            let record = load_token(&txn.open_table(TOKENS).during(op)?, &token, op)?;
+            Ok(record
+                .filter(|r| r.lasts_until(now.saturating_add(1)))
+                .map(|r| r.key))
         })
     }
 
@@ -316,8 +341,8 @@ impl Store for RedbStore {
     }
 
     fn purge_expired(&self, now: UnixTime) -> Result<usize, StoreError> {
-        // A full scan: purging runs rarely and entries are small, so an
-        // expiry index would cost more on every `remember` than it saves.
+        // Full scans: purging runs rarely and entries are small, so expiry
+        // indexes would cost more on every write than they save.
         self.write("purge_expired", |txn, op| {
             let mut purged = 0;
             for table in [IDEMPOTENCY, SENT] {
@@ -330,7 +355,22 @@ impl Store for RedbStore {
                     })
                     .during(op)?;
             }
-            Ok(purged)
+            let mut tokens = txn.open_table(TOKENS).during(op)?;
+            let mut expired = Vec::new();
+            for entry in tokens.iter().during(op)? {
+                let (token, value) = entry.during(op)?;
+                let token = token.value().to_owned();
+                let record: TokenRecord = decode(value.value(), || token_item(&token), op)?;
+                if !record.lasts_until(now.saturating_add(1)) {
+                    expired.push((token, record.key));
+                }
+            }
+            let mut by_key = txn.open_table(TOKEN_BY_KEY).during(op)?;
+            for (token, key) in &expired {
+                tokens.remove(token.as_str()).during(op)?;
+                by_key.remove(token_key(key)).during(op)?;
+            }
+            Ok(purged + expired.len())
         })
     }
 }
@@ -410,19 +450,55 @@ fn find_token(
     Ok(token.map(|guard| guard.value().to_owned()))
 }
 
-/// Stores a fresh token for `key`. With 100 random bits a clash is not
+/// A fresh token no key has. With 100 random bits a clash is not
 /// expected, but a token must never point at two keys, so it is checked.
-fn issue_token(txn: &WriteTransaction, key: &TokenKey, op: Op<'_>) -> Result<String, StoreError> {
-    let mut tokens = txn.open_table(TOKENS).during(op)?;
-    let token = loop {
+fn unused_token(
+    tokens: &impl ReadableTable<&'static str, &'static [u8]>,
+    op: Op<'_>,
+) -> Result<String, StoreError> {
+    loop {
         let candidate = new_token();
         if tokens.get(candidate.as_str()).during(op)?.is_none() {
-            break candidate;
+            return Ok(candidate);
         }
-    };
-    let value = encode(key, || format!("token {token} of table `reply_tokens`"), op)?;
-    tokens.insert(token.as_str(), value.as_slice()).during(op)?;
-    Ok(token)
+    }
+}
+
+fn load_token(
+    tokens: &impl ReadableTable<&'static str, &'static [u8]>,
+    token: &str,
+    op: Op<'_>,
+) -> Result<Option<TokenRecord>, StoreError> {
+    match tokens.get(token).during(op)? {
+        Some(value) => decode(value.value(), || token_item(token), op).map(Some),
+        None => Ok(None),
+    }
+}
+
+fn token_item(token: &str) -> String {
+    format!("token {token} of table `reply_tokens`")
+}
+
+/// A renewal is written only when the stored expiry falls this much short
+/// of the asked one, so a burst of mail for one event costs one fsync.
+const RENEW_SLACK: UnixTime = 86_400;
+
+/// A token's row: the key, flattened so rows written before tokens expired
+/// still read, and the expiry (absent in those rows: they last until the
+/// event's next mail renews them).
+#[derive(Debug, Serialize, Deserialize)]
+struct TokenRecord {
+    #[serde(flatten)]
+    key: TokenKey,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<UnixTime>,
+}
+
+impl TokenRecord {
+    /// Valid at every moment before `moment`.
+    fn lasts_until(&self, moment: UnixTime) -> bool {
+        self.expires_at.is_none_or(|e| e >= moment)
+    }
 }
 
 fn encode<T: Serialize>(
@@ -543,6 +619,10 @@ mod tests {
         }
     }
 
+    /// No queue limit, and tokens valid long after the tests' clock.
+    const LIMIT: usize = usize::MAX;
+    const LATER: UnixTime = 1_000_000;
+
     fn open() -> (tempfile::TempDir, RedbStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = RedbStore::open(dir.path()).unwrap();
@@ -582,10 +662,16 @@ mod tests {
     #[test]
     fn due_is_ordered_by_next_attempt_then_id_and_limited() {
         let (_dir, store) = open();
-        let late = store.enqueue(&mail("late@example.org", 300)).unwrap();
-        let early = store.enqueue(&mail("early@example.org", 100)).unwrap();
-        let tie = store.enqueue(&mail("tie@example.org", 100)).unwrap();
-        let future = store.enqueue(&mail("future@example.org", 1000)).unwrap();
+        let late = store
+            .enqueue(&mail("late@example.org", 300), LIMIT)
+            .unwrap();
+        let early = store
+            .enqueue(&mail("early@example.org", 100), LIMIT)
+            .unwrap();
+        let tie = store.enqueue(&mail("tie@example.org", 100), LIMIT).unwrap();
+        let future = store
+            .enqueue(&mail("future@example.org", 1000), LIMIT)
+            .unwrap();
 
         assert_eq!(ids(&store.due(99, 10).unwrap()), Vec::<u64>::new());
         assert_eq!(ids(&store.due(300, 10).unwrap()), vec![early, tie, late]);
@@ -603,8 +689,8 @@ mod tests {
     fn next_due_follows_the_earliest_item() {
         let (_dir, store) = open();
         assert_eq!(store.next_due().unwrap(), None);
-        let a = store.enqueue(&mail("a@example.org", 500)).unwrap();
-        let b = store.enqueue(&mail("b@example.org", 200)).unwrap();
+        let a = store.enqueue(&mail("a@example.org", 500), LIMIT).unwrap();
+        let b = store.enqueue(&mail("b@example.org", 200), LIMIT).unwrap();
         assert_eq!(store.next_due().unwrap(), Some(200));
         store.reschedule(b, 800, 1, "451 try later").unwrap();
         assert_eq!(store.next_due().unwrap(), Some(500));
@@ -617,7 +703,7 @@ mod tests {
     #[test]
     fn reschedule_records_the_attempt_and_moves_the_item() {
         let (_dir, store) = open();
-        let id = store.enqueue(&mail("bob@example.org", 100)).unwrap();
+        let id = store.enqueue(&mail("bob@example.org", 100), LIMIT).unwrap();
         store
             .reschedule(id, 400, 1, "451 4.3.0 relay busy")
             .unwrap();
@@ -642,8 +728,12 @@ mod tests {
     #[test]
     fn remove_returns_the_item_once() {
         let (_dir, store) = open();
-        let keep = store.enqueue(&mail("keep@example.org", 100)).unwrap();
-        let gone = store.enqueue(&mail("gone@example.org", 100)).unwrap();
+        let keep = store
+            .enqueue(&mail("keep@example.org", 100), LIMIT)
+            .unwrap();
+        let gone = store
+            .enqueue(&mail("gone@example.org", 100), LIMIT)
+            .unwrap();
         assert_eq!(
             store.remove(gone).unwrap(),
             Some(mail("gone@example.org", 100))
@@ -657,9 +747,9 @@ mod tests {
     #[test]
     fn list_returns_everything_by_id() {
         let (_dir, store) = open();
-        let a = store.enqueue(&mail("a@example.org", 900)).unwrap();
-        let b = store.enqueue(&mail("b@example.org", 100)).unwrap();
-        let c = store.enqueue(&mail("c@example.org", 500)).unwrap();
+        let a = store.enqueue(&mail("a@example.org", 900), LIMIT).unwrap();
+        let b = store.enqueue(&mail("b@example.org", 100), LIMIT).unwrap();
+        let c = store.enqueue(&mail("c@example.org", 500), LIMIT).unwrap();
         assert!(a < b && b < c);
         let listed = store.list().unwrap();
         assert_eq!(ids(&listed), vec![a, b, c]);
@@ -671,8 +761,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (first, last) = {
             let store = RedbStore::open(dir.path()).unwrap();
-            let first = store.enqueue(&mail("bob@example.org", 100)).unwrap();
-            let last = store.enqueue(&mail("carol@example.org", 100)).unwrap();
+            let first = store.enqueue(&mail("bob@example.org", 100), LIMIT).unwrap();
+            let last = store
+                .enqueue(&mail("carol@example.org", 100), LIMIT)
+                .unwrap();
             store.remove(last).unwrap();
             (first, last)
         };
@@ -682,7 +774,9 @@ mod tests {
             Some(mail("bob@example.org", 100))
         );
         assert_eq!(ids(&store.list().unwrap()), vec![first]);
-        let next = store.enqueue(&mail("dave@example.org", 100)).unwrap();
+        let next = store
+            .enqueue(&mail("dave@example.org", 100), LIMIT)
+            .unwrap();
         assert!(next > last, "{next} after {last}");
     }
 
@@ -729,14 +823,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let token = {
             let store = RedbStore::open(dir.path()).unwrap();
-            let token = store.token_for(&key("bob@example.org")).unwrap();
-            assert_eq!(store.token_for(&key("bob@example.org")).unwrap(), token);
+            let token = store.token_for(&key("bob@example.org"), LATER).unwrap();
+            assert_eq!(
+                store.token_for(&key("bob@example.org"), LATER).unwrap(),
+                token
+            );
             token
         };
         let store = RedbStore::open(dir.path()).unwrap();
-        assert_eq!(store.token_for(&key("bob@example.org")).unwrap(), token);
         assert_eq!(
-            store.resolve_token(&token).unwrap(),
+            store.token_for(&key("bob@example.org"), LATER).unwrap(),
+            token
+        );
+        assert_eq!(
+            store.resolve_token(&token, 0).unwrap(),
             Some(key("bob@example.org"))
         );
     }
@@ -744,13 +844,16 @@ mod tests {
     #[test]
     fn different_keys_get_different_tokens() {
         let (_dir, store) = open();
-        let bob = store.token_for(&key("bob@example.org")).unwrap();
-        let carol = store.token_for(&key("carol@example.org")).unwrap();
+        let bob = store.token_for(&key("bob@example.org"), LATER).unwrap();
+        let carol = store.token_for(&key("carol@example.org"), LATER).unwrap();
         let other_uid = store
-            .token_for(&TokenKey {
-                uid: "uid-2".into(),
-                ..key("bob@example.org")
-            })
+            .token_for(
+                &TokenKey {
+                    uid: "uid-2".into(),
+                    ..key("bob@example.org")
+                },
+                LATER,
+            )
             .unwrap();
         assert_ne!(bob, carol);
         assert_ne!(bob, other_uid);
@@ -769,14 +872,17 @@ mod tests {
     #[test]
     fn tokens_resolve_case_insensitively_and_unknown_ones_do_not() {
         let (_dir, store) = open();
-        let token = store.token_for(&key("bob@example.org")).unwrap();
+        let token = store.token_for(&key("bob@example.org"), LATER).unwrap();
         let shouted = token.to_ascii_uppercase();
         assert_eq!(
-            store.resolve_token(&shouted).unwrap(),
+            store.resolve_token(&shouted, 0).unwrap(),
             Some(key("bob@example.org"))
         );
-        assert_eq!(store.resolve_token("aaaaaaaaaaaaaaaaaaaa").unwrap(), None);
-        assert_eq!(store.resolve_token("").unwrap(), None);
+        assert_eq!(
+            store.resolve_token("aaaaaaaaaaaaaaaaaaaa", 0).unwrap(),
+            None
+        );
+        assert_eq!(store.resolve_token("", 0).unwrap(), None);
     }
 
     #[test]
@@ -814,7 +920,9 @@ mod tests {
     #[test]
     fn a_given_up_item_stays_due_for_its_report() {
         let (_dir, store) = open();
-        let id = store.enqueue(&mail("bob@example.org", 100)).unwrap();
+        let id = store
+            .enqueue(&mail("bob@example.org", 100), usize::MAX)
+            .unwrap();
         let undeliverable = Undeliverable {
             status: "5.1;Service unavailable".into(),
             why: "550 no such user".into(),
@@ -849,8 +957,10 @@ mod tests {
     #[test]
     fn a_corrupt_queue_item_is_an_error_naming_the_table() {
         let (dir, store) = open();
-        let good = store.enqueue(&mail("good@example.org", 100)).unwrap();
-        let bad = store.enqueue(&mail("bad@example.org", 100)).unwrap();
+        let good = store
+            .enqueue(&mail("good@example.org", 100), LIMIT)
+            .unwrap();
+        let bad = store.enqueue(&mail("bad@example.org", 100), LIMIT).unwrap();
         write_raw_queue(&store, bad, b"\x00garbage{");
 
         let file = dir.path().join("bridge.redb").display().to_string();
@@ -875,7 +985,7 @@ mod tests {
     fn a_corrupt_token_record_is_an_error_naming_the_table() {
         let (_dir, store) = open();
         write_raw(&store, TOKENS, "aaaaaaaaaaaaaaaaaaaa", b"[1,2");
-        let err = store.resolve_token("AAAAAAAAAAAAAAAAAAAA").unwrap_err();
+        let err = store.resolve_token("AAAAAAAAAAAAAAAAAAAA", 0).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
         assert!(err.to_string().contains("table `reply_tokens`"), "{err}");
     }
@@ -908,7 +1018,7 @@ mod tests {
                     (0..250)
                         .map(|n| {
                             let recipient = format!("t{thread}-{n}@example.org");
-                            store.enqueue(&mail(&recipient, n)).unwrap()
+                            store.enqueue(&mail(&recipient, n), LIMIT).unwrap()
                         })
                         .collect::<Vec<u64>>()
                 })
@@ -930,5 +1040,71 @@ mod tests {
         let recipients: HashSet<&str> = listed.iter().map(|(_, m)| m.recipient.as_str()).collect();
         assert_eq!(recipients.len(), 1000);
         assert_eq!(store.due(u64::MAX, usize::MAX).unwrap().len(), 1000);
+    }
+}
+
+#[cfg(test)]
+mod limits {
+    use super::*;
+
+    fn mail(n: u64) -> QueuedMail {
+        QueuedMail {
+            envelope_from: "bridge@bridge.example".into(),
+            recipient: format!("r{n}@example.org"),
+            message: b"x".to_vec(),
+            attempts: 0,
+            queued_at: n,
+            next_attempt: n,
+            last_error: None,
+            notice: None,
+            given_up: None,
+        }
+    }
+
+    fn key() -> TokenKey {
+        TokenKey {
+            organizer: "mailto:alice@example.com".into(),
+            attendee: "mailto:bob@example.org".into(),
+            uid: "uid-1".into(),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_refuses_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        store.enqueue(&mail(1), 2).unwrap();
+        let second = store.enqueue(&mail(2), 2).unwrap();
+        let err = store.enqueue(&mail(3), 2).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the outbound mail queue is full (2 messages, queue.max_messages)"
+        );
+        assert_eq!(store.list().unwrap().len(), 2);
+        store.remove(second).unwrap();
+        store.enqueue(&mail(3), 2).unwrap();
+    }
+
+    #[test]
+    fn tokens_expire_are_renewed_by_reuse_and_are_purged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let token = store.token_for(&key(), 1_000).unwrap();
+        assert_eq!(store.resolve_token(&token, 999).unwrap(), Some(key()));
+        assert_eq!(store.resolve_token(&token, 1_000).unwrap(), None);
+        // A later mail for the event renews the same token.
+        assert_eq!(store.token_for(&key(), 500_000).unwrap(), token);
+        assert_eq!(store.resolve_token(&token, 400_000).unwrap(), Some(key()));
+        // An earlier expiry never shortens it.
+        assert_eq!(store.token_for(&key(), 2_000).unwrap(), token);
+        assert_eq!(store.resolve_token(&token, 400_000).unwrap(), Some(key()));
+        assert_eq!(store.purge_expired(499_999).unwrap(), 0);
+        assert_eq!(store.purge_expired(500_000).unwrap(), 1);
+        assert_eq!(store.resolve_token(&token, 0).unwrap(), None);
+        let fresh = store.token_for(&key(), 900_000).unwrap();
+        assert_ne!(
+            fresh, token,
+            "a purged token is never handed out again for the key"
+        );
     }
 }

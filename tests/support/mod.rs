@@ -580,8 +580,10 @@ impl Cyrus {
     }
 }
 
-impl Drop for Cyrus {
-    fn drop(&mut self) {
+impl Cyrus {
+    /// Stops Cyrus (master and every child) as a receiver going down would;
+    /// ports and data stay for [`Cyrus::resume`].
+    pub fn halt(&self) {
         let master = fs::read_to_string(self.base.join("master.bgpid")).unwrap_or_default();
         if let Ok(pid) = master.trim().parse() {
             kill("TERM", pid);
@@ -593,6 +595,47 @@ impl Drop for Cyrus {
                 kill("KILL", pid);
             }
         }
+    }
+
+    /// Starts Cyrus again after [`Cyrus::halt`], on the same ports and data,
+    /// and waits until its iSchedule receiver answers (at most 15 s).
+    pub fn resume(&self) {
+        let file = |name: &str| self.base.join(name);
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(file("resume.log"))
+            .expect("resume.log");
+        // In the background, as cyrus-ischedule.sh starts it: master runs
+        // until halted, and its pid goes where `halt` finds it.
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(
+                "/usr/lib/cyrus/bin/master -C \"$0/imapd.conf\" -M \"$0/cyrus.conf\" \
+                  -p \"$0/master.pid\" -L \"$0/master.log\" & echo $! > \"$0/master.bgpid\"",
+            )
+            .arg(&self.base)
+            .process_group(0)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .status()
+            .expect("run cyrus master");
+        assert!(status.success(), "starting cyrus master: {status}");
+        let caps = "/ischedule?action=capabilities";
+        let port = self.http_port;
+        assert!(
+            wait_until(15, || request(port, "GET", caps, &[], b"")
+                .is_ok_and(|r| r.status == 200)),
+            "Cyrus did not come back on port {port}:\n{}",
+            read_log(&file("master.log"))
+        );
+    }
+}
+
+impl Drop for Cyrus {
+    fn drop(&mut self) {
+        self.halt();
     }
 }
 

@@ -16,7 +16,7 @@ use crate::ischedule::xml::RecipientResponse;
 use crate::ischedule::RequestStatus;
 use crate::scheduling::delivery::response;
 use crate::scheduling::{unix_now, ByMail, MailDelivery};
-use crate::store::Store;
+use crate::store::{self, Store};
 
 pub struct ImipDelivery {
     pub config: Arc<Config>,
@@ -49,30 +49,43 @@ impl ImipDelivery {
         summary: &Summary,
         m: &ByMail,
     ) -> RecipientResponse {
-        let composed = match outbound::compose(
-            &self.config,
-            self.store.as_ref(),
-            request,
-            summary,
-            &m.address,
-            m.reply_routing,
-        ) {
-            Ok(c) => c,
-            Err(e @ ComposeError::NotMail(_)) => {
-                return response(
-                    &m.address,
-                    RequestStatus::no_scheduling_support(),
-                    &e.to_string(),
-                )
+        let token = match outbound::token_key(request, &m.address, m.reply_routing) {
+            Some(key) => {
+                let expires_at = unix_now() + self.config.imip.token_lifetime.as_secs();
+                let issued = store::blocking(&self.store, "token_for", move |s| {
+                    s.token_for(&key, expires_at)
+                });
+                match issued.await {
+                    Ok(token) => Some(token),
+                    Err(e) => {
+                        return response(
+                            &m.address,
+                            RequestStatus::service_unavailable(),
+                            &format!("reply token: {e}"),
+                        )
+                    }
+                }
             }
-            Err(e) => {
-                return response(
-                    &m.address,
-                    RequestStatus::service_unavailable(),
-                    &e.to_string(),
-                )
-            }
+            None => None,
         };
+        let composed =
+            match outbound::compose(&self.config, request, summary, &m.address, token.as_deref()) {
+                Ok(c) => c,
+                Err(e @ ComposeError::NotMail(_)) => {
+                    return response(
+                        &m.address,
+                        RequestStatus::no_scheduling_support(),
+                        &e.to_string(),
+                    )
+                }
+                Err(e) => {
+                    return response(
+                        &m.address,
+                        RequestStatus::service_unavailable(),
+                        &e.to_string(),
+                    )
+                }
+            };
         let (status, description) = self.mailer.deliver(composed, unix_now()).await;
         response(&m.address, status, &format!("{description} ({})", m.why))
     }

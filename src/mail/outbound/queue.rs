@@ -16,7 +16,7 @@ use crate::imip::outbound::Composed;
 use crate::ischedule::RequestStatus;
 use crate::scheduling::failure_report::ReportOutcome;
 use crate::smtp::{Outcome, StatusMap};
-use crate::store::{QueuedMail, Store, StoreError, Undeliverable, UnixTime};
+use crate::store::{self, QueuedMail, Store, StoreError, Undeliverable, UnixTime};
 
 /// How many due messages one pass of the worker takes.
 const BATCH: usize = 64;
@@ -97,7 +97,9 @@ impl Mailer {
             notice: mail.notice,
             given_up: None,
         };
-        match self.store.enqueue(&queued) {
+        let limit = self.queue.max_messages;
+        let stored = store::blocking(&self.store, "enqueue", move |s| s.enqueue(&queued, limit));
+        match stored.await {
             Ok(id) => {
                 let (status, why) = self.status_map.status(&outcome, &mail.recipient);
                 (
@@ -132,7 +134,7 @@ impl Mailer {
             notice: mail.notice,
             given_up: None,
         };
-        match self.store.enqueue(&queued) {
+        match self.store.enqueue(&queued, self.queue.max_messages) {
             Ok(id) => {
                 self.wake.notify_one();
                 Ok(id)
@@ -284,6 +286,7 @@ mod tests {
             first_retry: Duration::from_secs(60),
             max_retry: Duration::from_secs(600),
             max_age: Duration::from_secs(86_400),
+            max_messages: 10,
         };
         let secs: Vec<u64> = (1..=6).map(|a| backoff(&q, a).as_secs()).collect();
         assert_eq!(secs, [60, 120, 240, 480, 600, 600]);
@@ -296,6 +299,7 @@ mod tests {
             first_retry: Duration::from_secs(60),
             max_retry: Duration::from_secs(600),
             max_age: Duration::from_secs(86_400),
+            max_messages: 100,
         };
         let failed = ReportOutcome::Failed("receiver down".into());
         assert_eq!(next_report(&q, &failed, 0), Some(Duration::from_secs(60)));

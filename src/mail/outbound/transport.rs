@@ -12,6 +12,7 @@
 //! of time the connection is dropped with it, and only connections that ended
 //! a transaction cleanly are parked for reuse.
 
+use std::collections::HashMap;
 use std::error::Error as _;
 use std::fs;
 use std::io::{self, Write as _};
@@ -28,10 +29,11 @@ use lettre::transport::smtp::extension::{ClientId, Extension};
 use lettre::transport::smtp::Error as SmtpError;
 use lettre::Address;
 use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use url::Url;
 
 use crate::discovery::resolver::DnsFailure;
-use crate::discovery::DnsResolver;
+use crate::discovery::{DnsResolver, Origin, TargetPolicy};
 use crate::smtp::{
     AcceptedBy, Deferral, EnhancedStatus, Outcome, ReplyCode, Route, RouteError, Security,
     SmtpReply,
@@ -44,6 +46,9 @@ const MAX_IDLE: usize = 10;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a background QUIT may take before the connection is just closed.
 const QUIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Sessions open at once to one server unless [`Transport::with_max_sessions_per_host`]
+/// says otherwise.
+const DEFAULT_SESSIONS_PER_HOST: usize = 10;
 
 /// Why a [`Transport`] cannot be set up.
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +111,62 @@ pub struct Transport {
     direct_port: u16,
     /// Set for [`Route::Relay`].
     relay: Option<Relay>,
+    /// Checks the MX addresses of [`Route::Direct`]: recipient domains
+    /// (and so their MX records) are chosen by whoever sends the invitation.
+    policy: TargetPolicy,
+    sessions: SessionSlots,
+}
+
+/// Bounds the SMTP sessions open at once to each server, so a burst of
+/// invitations cannot open hundreds of sessions to one relay or MX (which
+/// would look like an attack to it, and cost the bridge descriptors).
+struct SessionSlots {
+    per_host: usize,
+    /// Only servers with a session open or awaited have an entry.
+    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+/// How many sessions a server has in use, of how many it may.
+#[derive(Debug, Clone, Copy)]
+struct Busy {
+    sessions: usize,
+    per_host: usize,
+}
+
+impl SessionSlots {
+    fn new(per_host: usize) -> SessionSlots {
+        SessionSlots {
+            per_host,
+            hosts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sessions in use at the slot's server, the slot's own included.
+    fn busy(&self, slot: &OwnedSemaphorePermit) -> Busy {
+        Busy {
+            sessions: self.per_host - slot.semaphore().available_permits(),
+            per_host: self.per_host,
+        }
+    }
+
+    /// Waits for a free session slot at `host`; the slot is held until the
+    /// permit is dropped (with the connection). The wait is bounded by the
+    /// caller's send timeout.
+    async fn acquire(&self, host: &str) -> OwnedSemaphorePermit {
+        let semaphore = {
+            let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
+            // A server nobody holds or waits for needs no entry.
+            hosts.retain(|_, s| Arc::strong_count(s) > 1);
+            hosts
+                .entry(host.to_string())
+                .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
+                .clone()
+        };
+        semaphore
+            .acquire_owned()
+            .await
+            .expect("session semaphores are never closed")
+    }
 }
 
 /// A relay server, resolved from its URL once.
@@ -160,7 +221,22 @@ impl Transport {
             timeout,
             direct_port: 25,
             relay,
+            policy: TargetPolicy::default(),
+            sessions: SessionSlots::new(DEFAULT_SESSIONS_PER_HOST),
         })
+    }
+
+    /// Which MX addresses [`Route::Direct`] may connect to (default: public
+    /// ones only).
+    pub fn with_target_policy(mut self, policy: TargetPolicy) -> Transport {
+        self.policy = policy;
+        self
+    }
+
+    /// SMTP sessions open at once to one relay or MX address (at least 1).
+    pub fn with_max_sessions_per_host(mut self, sessions: usize) -> Transport {
+        self.sessions = SessionSlots::new(sessions.max(1));
+        self
     }
 
     /// The port MX hosts are contacted on in [`Route::Direct`] (default 25):
@@ -210,6 +286,7 @@ impl Transport {
     }
 
     async fn via_relay(&self, relay: &Relay, envelope: &Envelope, message: &[u8]) -> Outcome {
+        let slot = self.sessions.acquire(&relay.label).await;
         let mut conn = match relay.reuse().await {
             Some(conn) => conn,
             None => match self.connect_relay(relay).await {
@@ -229,7 +306,9 @@ impl Transport {
             &relay.label,
         )
         .await;
-        relay.park(conn);
+        // Parked while the slot is still held, so the next send to take the
+        // slot finds the connection.
+        relay.park(conn, self.sessions.busy(&slot));
         outcome
     }
 
@@ -278,7 +357,7 @@ impl Transport {
             Err(outcome) => return outcome,
         };
         let mut failures = Vec::new();
-        let (mut any_address, mut dns_failed) = (false, false);
+        let (mut any_address, mut dns_failed, mut any_allowed) = (false, false, false);
         for host in &hosts {
             let ips = match self.resolver.ips(host).await {
                 Ok(ips) => ips,
@@ -294,17 +373,35 @@ impl Transport {
             for ip in ips {
                 any_address = true;
                 let addr = SocketAddr::new(ip, self.direct_port);
+                if let Err(refusal) = self.policy.check(Origin::Learnt, addr) {
+                    failures.push(format!("{host} ({addr}) not contacted: {refusal}"));
+                    continue;
+                }
+                any_allowed = true;
+                let slot = self.sessions.acquire(&addr.to_string()).await;
                 match self.open(addr, &opportunistic(host), None).await {
                     Ok(mut conn) => {
                         let label = format!("{host} ({addr})");
                         let outcome =
                             transaction(&mut conn, envelope, message, AcceptedBy::Mx, &label).await;
-                        quit_later(conn);
+                        quit_later(conn, Some(slot));
                         return outcome;
                     }
                     Err(e) => failures.push(format!("{host} ({addr}): {e}")),
                 }
             }
+        }
+        // Addresses that will never be allowed: retrying would only fill
+        // the queue with mail for a domain that points into a private network.
+        if any_address && !any_allowed && !dns_failed {
+            return refused(
+                550,
+                EnhancedStatus::new(5, 4, 4),
+                format!(
+                    "no mail server of {domain} may be contacted: {}",
+                    failures.join("; ")
+                ),
+            );
         }
         if implicit && !any_address && !dns_failed {
             return refused(
@@ -453,7 +550,7 @@ impl Relay {
         loop {
             let (mut conn, since) = self.lock_idle().pop()?;
             if since.elapsed() >= IDLE_TIMEOUT {
-                quit_later(conn);
+                quit_later(conn, None);
                 continue;
             }
             if conn.test_connected().await {
@@ -464,17 +561,20 @@ impl Relay {
     }
 
     /// Keeps a connection for the next send if its transaction ended cleanly
-    /// (lettre breaks off the session after any refusal or I/O error).
-    fn park(&self, conn: AsyncSmtpConnection) {
+    /// (lettre breaks off the session after any refusal or I/O error) and
+    /// idle and busy sessions (`busy`, this one's included) stay within the
+    /// per-host bound: a send takes a slot first and reuses an idle
+    /// connection before it opens one, so the bound holds for open sessions.
+    fn park(&self, conn: AsyncSmtpConnection, busy: Busy) {
         if conn.has_broken() {
             return;
         }
         let mut idle = self.lock_idle();
-        if idle.len() < MAX_IDLE {
+        if idle.len() < MAX_IDLE && idle.len() + busy.sessions <= busy.per_host {
             idle.push((conn, Instant::now()));
         } else {
             drop(idle);
-            quit_later(conn);
+            quit_later(conn, None);
         }
     }
 
@@ -496,13 +596,15 @@ fn opportunistic(host: &str) -> Tls {
 }
 
 /// Closes a connection politely without making anyone wait for it (one
-/// lettre broke off already is just dropped).
-fn quit_later(mut conn: AsyncSmtpConnection) {
+/// lettre broke off already is just dropped); its session slot, if it holds
+/// one, is freed once it is closed.
+fn quit_later(mut conn: AsyncSmtpConnection, slot: Option<OwnedSemaphorePermit>) {
     if conn.has_broken() {
         return;
     }
     tokio::spawn(async move {
         let _ = tokio::time::timeout(QUIT_TIMEOUT, conn.quit()).await;
+        drop(slot);
     });
 }
 
