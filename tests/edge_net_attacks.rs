@@ -243,6 +243,8 @@ fn mx_hosts_in_private_ranges_get_no_smtp_session() {
     assert_eq!(mx.connections(), 0, "the MX on loopback was contacted");
 }
 
+/// (Unsigned, so signatures are not required here: this is about what an
+/// outsider reads, not who it is.)
 /// Before: an outsider learnt the internal receiver's address, port and the
 /// connection error ("receiver not reached: http://127.0.0.1:PORT
 /// unreachable: ... Connection refused") from the schedule-response.
@@ -259,6 +261,7 @@ fn outsiders_get_generic_descriptions_and_the_log_keeps_the_detail() {
             &format!(
                 "[senders]\nallow = [\"10.99.0.0/16\"]\n[domains]\nlocal = [\"local.test\"]\n\
                  [imip]\nmode = \"native-only\"\n\
+                 [dkim]\nverify = \"off\"\n\
                  [[route]]\ndomain = \"local.test\"\nto = \"http://127.0.0.1:{closed}/ischedule\"\n"
             ),
         ),
