@@ -22,6 +22,7 @@ use crate::ischedule::request::{self, SchedulingRequest};
 use crate::ischedule::xml::error_document;
 use crate::ischedule::{headers, IsError, Rejection, VERSION};
 use crate::mail::outbound::queue_admin;
+use crate::metrics::{self, PostOutcome};
 use crate::scheduling::sender::{self, Sender};
 use crate::scheduling::{unix_now, MailPolicy, Scheduled, Scheduler};
 
@@ -282,6 +283,11 @@ impl BridgeService {
         let mut scheduled = self.scheduler.schedule(&request, MailPolicy::PerMode).await;
         scheduled.disclose_to(&sender);
         log_post(&request, &sender, &scheduled, started);
+        metrics::get().post(if scheduled.repeated {
+            PostOutcome::Repeated
+        } else {
+            PostOutcome::Scheduled
+        });
         self.send_xml(session, 200, scheduled.response.to_xml())
             .await
     }
@@ -490,6 +496,7 @@ fn log_post(request: &SchedulingRequest, sender: &Sender, scheduled: &Scheduled,
 }
 
 fn log_rejection(session: &Session, rejection: &Rejection, started: Instant) {
+    metrics::get().post(PostOutcome::Rejected);
     let h = &session.req_header().headers;
     let header = |name: &str| {
         h.get(name)

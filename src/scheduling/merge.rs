@@ -10,6 +10,7 @@ use super::idempotency::Recorded;
 use crate::ischedule::xml::{RecipientResponse, ScheduleResponse};
 use crate::ischedule::{RequestStatus, StatusCode};
 use crate::itip::CalAddress;
+use crate::metrics;
 use crate::routing::{Decision, Routed};
 
 /// What happened to one recipient, for the one log line per POST.
@@ -24,6 +25,19 @@ pub struct RecipientLog {
     /// The description withheld from the sender (see [`withhold_details`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+impl RecipientLog {
+    /// How the recipient was reached, for the metrics.
+    pub fn path(&self) -> metrics::Path {
+        if self.route.ends_with("imip") {
+            metrics::Path::Imip
+        } else if self.receiver.is_some() {
+            metrics::Path::Native
+        } else {
+            metrics::Path::None
+        }
+    }
 }
 
 /// Everything one run of the steps found out, by recipient.

@@ -40,6 +40,7 @@ use crate::ischedule::request::SchedulingRequest;
 use crate::ischedule::xml::{RecipientResponse, ScheduleResponse};
 use crate::ischedule::RequestStatus;
 use crate::itip::ComponentKind;
+use crate::metrics;
 use crate::routing::{Routed, Router};
 use crate::store::{Store, UnixTime};
 use delivery::response;
@@ -124,6 +125,9 @@ impl Scheduler {
         let mailed = !outcomes.mailed.is_empty();
         let (response, log) = merge::merge(&request.recipients, &recorded, outcomes);
         let repeated = log.iter().all(|l| l.route == "repeat");
+        for (entry, answer) in log.iter().zip(&response.responses) {
+            metrics::get().status(entry.path(), answer.status.code.class);
+        }
         // Recorded where a retry must not repeat the work: mail sent (a
         // second mail would reach the attendee), requests that came by mail
         // (the MTA's retry after a deferral), and whatever already has a
