@@ -49,7 +49,9 @@ label! {
     Path {
         Native => "native",
         Imip => "imip",
-        /// Answered without sending (no receiver, DNS failure, a recorded answer).
+        /// Answered from the idempotency record.
+        Recorded => "recorded",
+        /// Answered without sending (no receiver, DNS failure).
         None => "none",
     }
 }

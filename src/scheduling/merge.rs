@@ -10,7 +10,7 @@ use super::idempotency::Recorded;
 use crate::ischedule::xml::{RecipientResponse, ScheduleResponse};
 use crate::ischedule::{RequestStatus, StatusCode};
 use crate::itip::CalAddress;
-use crate::metrics;
+use crate::metrics::Path;
 use crate::routing::{Decision, Routed};
 
 /// What happened to one recipient, for the one log line per POST.
@@ -22,22 +22,13 @@ pub struct RecipientLog {
     pub status: String,
     #[serde(skip)]
     pub author: Author,
+    /// How the recipient was reached: native, mail, a recorded answer, or
+    /// not at all.
+    #[serde(skip)]
+    pub path: Path,
     /// The description withheld from the sender (see [`withhold_details`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
-}
-
-impl RecipientLog {
-    /// How the recipient was reached, for the metrics.
-    pub fn path(&self) -> metrics::Path {
-        if self.route.ends_with("imip") {
-            metrics::Path::Imip
-        } else if self.receiver.is_some() {
-            metrics::Path::Native
-        } else {
-            metrics::Path::None
-        }
-    }
 }
 
 /// Everything one run of the steps found out, by recipient.
@@ -72,6 +63,7 @@ pub fn merge(
                 status: repeat.status.to_string(),
                 // Recorded answers do not say who wrote them.
                 author: Author::Bridge,
+                path: Path::Recorded,
                 detail: None,
             });
             responses.push(repeat.clone());
@@ -86,6 +78,10 @@ pub fn merge(
         });
         let routed = routed.get(recipient);
         let mailed = outcomes.mailed.contains(recipient);
+        let receiver = routed.and_then(|r| match &r.decision {
+            Decision::Native { receiver } => Some(receiver.id.clone()),
+            _ => None,
+        });
         log.push(RecipientLog {
             recipient: recipient.to_string(),
             route: match routed {
@@ -96,10 +92,12 @@ pub fn merge(
                 Some(r) => route_label(r),
                 None => "none".into(),
             },
-            receiver: routed.and_then(|r| match &r.decision {
-                Decision::Native { receiver } => Some(receiver.id.clone()),
-                _ => None,
-            }),
+            path: match (mailed, &receiver) {
+                (true, _) => Path::Imip,
+                (false, Some(_)) => Path::Native,
+                (false, None) => Path::None,
+            },
+            receiver,
             status: answer.status.to_string(),
             author: if outcomes.relayed.contains(recipient) {
                 Author::Receiver

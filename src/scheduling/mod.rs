@@ -124,9 +124,9 @@ impl Scheduler {
         };
         let mailed = !outcomes.mailed.is_empty();
         let (response, log) = merge::merge(&request.recipients, &recorded, outcomes);
-        let repeated = log.iter().all(|l| l.route == "repeat");
+        let repeated = log.iter().all(|l| l.path == metrics::Path::Recorded);
         for (entry, answer) in log.iter().zip(&response.responses) {
-            metrics::get().status(entry.path(), answer.status.code.class);
+            metrics::get().status(entry.path, answer.status.code.class);
         }
         // Recorded where a retry must not repeat the work: mail sent (a
         // second mail would reach the attendee), requests that came by mail
@@ -141,7 +141,7 @@ impl Scheduler {
                 .responses
                 .iter()
                 .zip(&log)
-                .filter(|(_, l)| l.route != "repeat")
+                .filter(|(_, l)| l.path != metrics::Path::Recorded)
                 .map(|(r, _)| r.clone())
                 .collect();
             if let Err(e) = recorded.record(&self.store, &key, &fresh, expires).await {
