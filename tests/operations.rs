@@ -8,7 +8,9 @@ mod support;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use support::{free_port, http, itip, schedule_post, Bridge};
+use support::{
+    eventually, free_port, http, itip, schedule_post, swaks, Bridge, Cyrus, Dns, SmtpSink, Zone,
+};
 
 fn metric(text: &str, series: &str) -> f64 {
     text.lines()
@@ -90,4 +92,132 @@ fn metrics_parse_and_move_with_traffic_and_health_answers() {
         assert_eq!(delta, moved, "{series}");
     }
     assert_eq!(http(admin, "GET", "/elsewhere", &[], b"").status, 404);
+}
+
+/// Every family the issue names moves when its traffic goes through: a
+/// native receiver (Cyrus) for latency and the capability cache, mail to a
+/// relay (aiosmtpd) that accepts one recipient and defers another for the
+/// outcomes and the queue, the receiver's host name asked again for the
+/// DNS cache, inbound SMTP for the verdicts, and a held connection.
+#[test]
+fn each_family_moves_with_its_own_traffic() {
+    let cyrus = Cyrus::start("cyrus.test", &["bob"], None);
+    let sink = SmtpSink::start();
+    // The receiver's host name is looked up for each request to it: the
+    // first asks dnsmasq, the next are answered from the cache.
+    let dns = Dns::start(
+        &Zone::new()
+            .authoritative("mail.test")
+            .a("receiver.cyrus.test", std::net::Ipv4Addr::LOCALHOST)
+            .ttl(300),
+    );
+    let (port, admin, smtp) = (free_port(), free_port(), free_port());
+    let _bridge = Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+             [dns]\nnameservers = [\"127.0.0.1:{}\"]\nallow_private_targets = [\"127.0.0.0/8\"]\n\
+             [domains]\nlocal = [\"bridge.test\"]\n\
+             [smtp]\nrelay = \"smtp://127.0.0.1:{}\"\ntimeout_secs = 5\n\
+             [queue]\nfirst_retry_secs = 600\n\
+             [mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\nlocal_clients = [\"127.0.0.1/32\"]\n\
+             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://receiver.cyrus.test:{}/ischedule\"\n",
+            dns.port, sink.port, cyrus.http_port
+        ),
+    );
+    let scrape = || {
+        let text = http(admin, "GET", "/metrics", &[], b"").text();
+        promtool_check(&text);
+        text
+    };
+    let before = scrape();
+
+    let organizer = "mailto:bernard@example.com";
+    for n in 0..2 {
+        let to = [
+            "mailto:bob@cyrus.test",
+            "mailto:carol@mail.test",
+            "mailto:tempfail@mail.test",
+        ];
+        let attendees: Vec<(&str, &str)> = to.iter().map(|a| (*a, "NEEDS-ACTION")).collect();
+        let body = itip(
+            "REQUEST",
+            "VEVENT",
+            organizer,
+            &attendees,
+            &format!("families-{n}"),
+        );
+        let r = schedule_post(port, organizer, &to, &body, None);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    // Four mails: two accepted by the relay, two deferred and kept.
+    assert!(eventually(20, || {
+        let text = scrape();
+        metric(&text, "ischedule_mail_outcomes_total{outcome=\"accepted\"}") >= 2.0
+            && metric(
+                &text,
+                "ischedule_mail_outcomes_total{outcome=\"temporary\"}",
+            ) >= 2.0
+    }));
+
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.eml");
+    std::fs::write(
+        &plain,
+        "From: alice@bridge.test\r\nTo: dave@mail.test\r\nSubject: lunch\r\n\r\nNo calendar here.\r\n",
+    )
+    .unwrap();
+    let (ok, t) = swaks(smtp, "alice@bridge.test", &["dave@mail.test"], &plain, &[]);
+    assert!(!ok && t.contains("<** 550 5.6.0"), "{t}");
+
+    // A connection that has sent nothing yet is open all the same.
+    let held = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let after = eventually(5, || {
+        metric(&scrape(), "ischedule_open_connections{listener=\"http\"}") >= 1.0
+    });
+    assert!(after, "the held connection is not counted");
+    let after = scrape();
+    drop(held);
+
+    let moved = |series: &str| metric(&after, series) - metric(&before, series);
+    for (series, at_least) in [
+        (
+            "ischedule_receiver_request_seconds_count{request=\"capabilities\"}",
+            1.0,
+        ),
+        (
+            "ischedule_receiver_request_seconds_count{request=\"post\"}",
+            2.0,
+        ),
+        ("ischedule_capability_cache_total{result=\"fetched\"}", 1.0),
+        ("ischedule_capability_cache_total{result=\"hit\"}", 1.0),
+        ("ischedule_dns_cache_total{result=\"miss\"}", 1.0),
+        ("ischedule_dns_cache_total{result=\"hit\"}", 1.0),
+        (
+            "ischedule_recipient_status_total{class=\"2\",path=\"native\"}",
+            2.0,
+        ),
+        (
+            "ischedule_recipient_status_total{class=\"1\",path=\"imip\"}",
+            4.0,
+        ),
+        ("ischedule_mail_outcomes_total{outcome=\"accepted\"}", 2.0),
+        ("ischedule_mail_outcomes_total{outcome=\"temporary\"}", 2.0),
+        ("ischedule_inbound_mail_total{verdict=\"refused\"}", 1.0),
+    ] {
+        let delta = moved(series);
+        println!("{series}: +{delta}");
+        assert!(
+            delta >= at_least,
+            "{series} moved by {delta}, expected at least {at_least}"
+        );
+    }
+    // The two deferred mails wait in the queue for their retry in 10 minutes.
+    assert_eq!(metric(&after, "ischedule_queue_messages"), 2.0, "{after}");
+    assert!(metric(&after, "ischedule_queue_oldest_age_seconds") < 60.0);
+    println!(
+        "queue: {} messages, oldest {} s",
+        metric(&after, "ischedule_queue_messages"),
+        metric(&after, "ischedule_queue_oldest_age_seconds")
+    );
 }

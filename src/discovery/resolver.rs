@@ -154,6 +154,9 @@ pub fn resolver_builder(
     nameservers: &[SocketAddr],
     timeout: Duration,
 ) -> Result<ResolverBuilder<TokioRuntimeProvider>, NetError> {
+    // Hickory takes its cache counters from the recorder installed when
+    // the resolver is built: make sure ours is.
+    crate::metrics::get();
     let mut builder = if nameservers.is_empty() {
         TokioResolver::builder_tokio()?
     } else {

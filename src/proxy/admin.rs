@@ -13,6 +13,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::metrics;
+use crate::scheduling::unix_now;
 use crate::store::Store;
 
 /// How long one readiness probe of a listener or the store may take.
@@ -28,11 +29,14 @@ pub struct AdminApp {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match session.req_header().uri.path() {
-            "/metrics" => answer(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                metrics::get().render(),
-            ),
+            "/metrics" => {
+                self.read_queue().await;
+                answer(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    metrics::get().render(),
+                )
+            }
             // The process answers: that is all liveness means.
             "/healthz" => answer(StatusCode::OK, "text/plain", "alive\n".into()),
             "/readyz" => match self.unready().await {
@@ -53,6 +57,20 @@ impl ServeHttp for AdminApp {
 }
 
 impl AdminApp {
+    /// The queue gauges, read when scraped so they are never stale. A
+    /// store that does not answer leaves them as last read: `/readyz`
+    /// is where that shows.
+    async fn read_queue(&self) {
+        let store = self.store.clone();
+        let read = tokio::task::spawn_blocking(move || store.queue_summary());
+        if let Ok(Ok(Ok(summary))) = tokio::time::timeout(PROBE_TIMEOUT, read).await {
+            let age = summary
+                .oldest_queued_at
+                .map_or(0, |at| unix_now().saturating_sub(at));
+            metrics::get().queue(summary.messages, age);
+        }
+    }
+
     /// Why the bridge cannot take traffic yet: a listener that does not
     /// accept, or a store that does not answer.
     async fn unready(&self) -> Option<String> {

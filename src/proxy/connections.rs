@@ -27,6 +27,7 @@ use pingora::server::ShutdownWatch;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config;
+use crate::metrics;
 
 /// Pingora's own keep-alive: how long a reused connection may wait, idle,
 /// for its next request's first byte.
@@ -206,6 +207,7 @@ where
                 return None;
             }
         };
+        let _open = metrics::get().connection(metrics::Listener::Http);
         if stream.selected_alpn_proto() == Some(ALPN::H2) {
             // HTTP/2 (never offered by the bridge's listeners) multiplexes
             // requests Pingora reads itself: counted, but not read here.

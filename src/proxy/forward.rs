@@ -3,6 +3,7 @@
 //! redirects without turning POST into GET, fails over across SRV targets,
 //! and turns whatever a receiver answers into one status per recipient.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +24,7 @@ use crate::ischedule::request::SchedulingRequest;
 use crate::ischedule::xml::{parse_error_document, RecipientResponse, ScheduleResponse};
 use crate::ischedule::{IsError, RequestStatus, StatusCode};
 use crate::itip::CalAddress;
+use crate::metrics::{self, ReceiverRequest};
 use crate::routing::{Receiver, Target};
 use crate::scheduling::{unix_now, Author, Contact, Delivered, Failure, NativeDelivery};
 
@@ -109,7 +111,9 @@ impl Forwarder {
         location: &Location,
     ) -> Result<(CapabilityOutcome, Location), UpstreamError> {
         let cached = self.capabilities.get(id);
-        if let Some(c) = cached.as_ref().filter(|c| c.is_fresh(Instant::now())) {
+        let fresh = cached.as_ref().filter(|c| c.is_fresh(Instant::now()));
+        metrics::get().capability_cache(fresh.is_some());
+        if let Some(c) = fresh {
             let at = Url::parse(&c.url)
                 .ok()
                 .and_then(|u| location.derive(&u))
@@ -128,9 +132,11 @@ impl Forwarder {
             request_headers.push(("If-None-Match", etag));
         }
         let path = format!("{}?action=capabilities", location.path);
-        let (response, at) = self
-            .send_following(location, "GET", &path, &request_headers, Bytes::new())
-            .await?;
+        let (response, at) = timed(
+            ReceiverRequest::Capabilities,
+            self.send_following(location, "GET", &path, &request_headers, Bytes::new()),
+        )
+        .await?;
         let cap = self.config.dns.max_ttl;
         let fresh_until = Instant::now() + freshness(response.header("Cache-Control"), cap);
         let known = |capabilities: Capabilities| CapabilityOutcome::Known {
@@ -203,16 +209,14 @@ impl Forwarder {
         }
         let mut last = None;
         for location in locations {
-            match self
-                .send_following(
-                    location,
-                    "POST",
-                    &location.path,
-                    &request_headers,
-                    body.clone(),
-                )
-                .await
-            {
+            let post = self.send_following(
+                location,
+                "POST",
+                &location.path,
+                &request_headers,
+                body.clone(),
+            );
+            match timed(ReceiverRequest::Post, post).await {
                 Ok((response, at)) => {
                     if let Some(serial) = response
                         .header(headers::ISCHEDULE_CAPABILITIES)
@@ -355,6 +359,16 @@ impl NativeDelivery for Forwarder {
         self.post_part(request, &receiver.id, &ordered, recipients, body)
             .await
     }
+}
+
+/// Runs one request to a receiver, redirects included, into the latency
+/// histogram: failures too, as a receiver that times out is what an
+/// operator most needs to see.
+async fn timed<T>(request: ReceiverRequest, work: impl Future<Output = T>) -> T {
+    let started = Instant::now();
+    let result = work.await;
+    metrics::get().receiver_request(request, started.elapsed().as_secs_f64());
+    result
 }
 
 fn location_of(url: &Url, origin: Origin) -> Option<Location> {

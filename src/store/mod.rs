@@ -151,6 +151,14 @@ pub struct TokenKey {
     pub uid: String,
 }
 
+/// The queue at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QueueSummary {
+    pub messages: u64,
+    /// `queued_at` of the oldest item; None when the queue is empty.
+    pub oldest_queued_at: Option<UnixTime>,
+}
+
 /// The bridge's durable state, whatever holds it.
 ///
 /// The methods block (a redb commit waits for fsync): from async code call
@@ -187,6 +195,9 @@ pub trait Store: Send + Sync {
     fn get(&self, id: u64) -> Result<Option<QueuedMail>, StoreError>;
     /// All items, by id.
     fn list(&self) -> Result<Vec<(u64, QueuedMail)>, StoreError>;
+    /// How many items the queue holds and when the oldest was queued,
+    /// without reading them all: the operator's depth and age gauges.
+    fn queue_summary(&self) -> Result<QueueSummary, StoreError>;
     /// Reply tokens: the same key always gets the same token (so updates
     /// keep the reply address); new keys get a fresh random token of 20
     /// lower-case base32 characters [a-z2-7]. The token is valid until

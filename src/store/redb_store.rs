@@ -35,7 +35,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    new_token, FailureNotice, QueuedMail, Store, StoreError, TokenKey, Undeliverable, UnixTime,
+    new_token, FailureNotice, QueueSummary, QueuedMail, Store, StoreError, TokenKey, Undeliverable,
+    UnixTime,
 };
 
 const FILE_NAME: &str = "bridge.redb";
@@ -238,6 +239,26 @@ impl Store for RedbStore {
                 items.push((id, decode(value.value(), || queue_item(id), op)?));
             }
             Ok(items)
+        })
+    }
+
+    fn queue_summary(&self) -> Result<QueueSummary, StoreError> {
+        self.read("queue_summary", |txn, op| {
+            let queue = txn.open_table(QUEUE).during(op)?;
+            // Ids grow with every enqueue and a retry keeps its id: the
+            // first item is the oldest.
+            let oldest = match queue.first().during(op)? {
+                Some((id, value)) => {
+                    let id = id.value();
+                    let mail: QueuedMail = decode(value.value(), || queue_item(id), op)?;
+                    Some(mail.queued_at)
+                }
+                None => None,
+            };
+            Ok(QueueSummary {
+                messages: queue.len().during(op)?,
+                oldest_queued_at: oldest,
+            })
         })
     }
 
@@ -683,6 +704,37 @@ mod tests {
         );
         let (_, first) = &store.due(100, 1).unwrap()[0];
         assert_eq!(first, &mail("early@example.org", 100));
+    }
+
+    #[test]
+    fn queue_summary_counts_items_and_dates_the_oldest() {
+        let (_dir, store) = open();
+        assert_eq!(store.queue_summary().unwrap(), QueueSummary::default());
+        let first = store
+            .enqueue(
+                &QueuedMail {
+                    queued_at: 40,
+                    ..mail("a@example.org", 500)
+                },
+                LIMIT,
+            )
+            .unwrap();
+        store
+            .enqueue(
+                &QueuedMail {
+                    queued_at: 90,
+                    ..mail("b@example.org", 100)
+                },
+                LIMIT,
+            )
+            .unwrap();
+        // A retry keeps the item's place: it is still the oldest.
+        store.reschedule(first, 900, 1, "451 try later").unwrap();
+        let summary = store.queue_summary().unwrap();
+        assert_eq!(summary.messages, 2);
+        assert_eq!(summary.oldest_queued_at, Some(40));
+        store.remove(first).unwrap();
+        assert_eq!(store.queue_summary().unwrap().oldest_queued_at, Some(90));
     }
 
     #[test]

@@ -34,6 +34,7 @@ use url::Url;
 
 use crate::discovery::resolver::DnsFailure;
 use crate::discovery::{DnsResolver, Origin, TargetPolicy};
+use crate::metrics::{self, MailOutcome};
 use crate::smtp::{
     AcceptedBy, Deferral, EnhancedStatus, Outcome, ReplyCode, Route, RouteError, Security,
     SmtpReply,
@@ -256,6 +257,17 @@ impl Transport {
     /// `message` is sent as is (CRLF line ends expected; lettre dot-stuffs).
     /// Never panics; bounded by the timeout (outbox writes excepted).
     pub async fn send(&self, envelope_from: &str, recipient: &str, message: &[u8]) -> Outcome {
+        let outcome = self.transaction(envelope_from, recipient, message).await;
+        metrics::get().mail(match &outcome {
+            Outcome::Accepted { .. } => MailOutcome::Accepted,
+            Outcome::Written { .. } => MailOutcome::Written,
+            Outcome::Temporary { .. } => MailOutcome::Temporary,
+            Outcome::Permanent { .. } => MailOutcome::Permanent,
+        });
+        outcome
+    }
+
+    async fn transaction(&self, envelope_from: &str, recipient: &str, message: &[u8]) -> Outcome {
         let envelope = match envelope(envelope_from, recipient) {
             Ok(envelope) => envelope,
             Err(refused) => return refused,

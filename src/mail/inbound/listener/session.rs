@@ -19,6 +19,7 @@ use super::auth::auth_allowed;
 use super::framing::{Connection, Data, Input, TlsFailure};
 use super::{Envelope, Inner, Limits, Protocol, TARGET};
 use crate::mail::inbound::xclient::Xclient;
+use crate::metrics::{self, InboundVerdict};
 use crate::smtp::{EnhancedStatus, SmtpReply};
 
 /// What a session does after a command.
@@ -150,6 +151,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
     pub(super) async fn run(mut self) {
         let protocol = self.inner.protocol;
+        let _open = metrics::get().connection(match protocol {
+            Protocol::Smtp => metrics::Listener::Smtp,
+            Protocol::Lmtp => metrics::Listener::Lmtp,
+        });
         debug!(target: TARGET, %protocol, client = %self.client, "connection opened");
         self.greet();
         loop {
@@ -639,6 +644,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 ),
             );
         }
+        for reply in &replies {
+            count_verdict(reply);
+        }
         let outcome = match self.inner.protocol {
             Protocol::Lmtp => {
                 for reply in &replies {
@@ -698,6 +706,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         for _ in 0..times {
             self.reply(&reply);
+        }
+        for _ in &envelope.recipients {
+            count_verdict(&reply);
         }
         self.log_transaction(envelope, 0, &reply.to_string());
         Flow::Continue
@@ -779,6 +790,15 @@ fn smtp_summary(replies: &[SmtpReply], reported: bool) -> SmtpReply {
                 "no valid recipients",
             )
         })
+}
+
+/// One recipient's verdict, by the class of the reply it was given.
+fn count_verdict(reply: &SmtpReply) {
+    metrics::get().inbound(match reply.code.class() {
+        2 => InboundVerdict::Accepted,
+        4 => InboundVerdict::Deferred,
+        _ => InboundVerdict::Refused,
+    });
 }
 
 #[cfg(test)]

@@ -1,12 +1,15 @@
 //! What an operator watches, in Prometheus' text format (served on the
 //! admin listener by `proxy::admin`): requests by outcome, each
-//! recipient's request-status class, receivers' latency, the capability
-//! cache, the mail queue, mail outcomes in and out, open connections.
+//! recipient's request-status class, receivers' latency, the DNS and
+//! capability caches, the mail queue, mail outcomes in and out, open
+//! connections.
 //!
 //! One process-wide set of families on its own registry, so the exposition
 //! holds exactly what is documented here and nothing a library registers.
 //! Labels come from the enums below, never from request data, so a
 //! stranger cannot grow the number of series.
+
+mod dns_cache;
 
 use std::sync::LazyLock;
 
@@ -101,6 +104,7 @@ pub struct Metrics {
     statuses: IntCounterVec,
     receiver_seconds: HistogramVec,
     capability_cache: IntCounterVec,
+    dns_cache: IntCounterVec,
     queue_messages: IntGauge,
     queue_oldest_seconds: IntGauge,
     mail: IntCounterVec,
@@ -172,6 +176,11 @@ impl Metrics {
                 "Receiver capability look-ups: fresh from the cache, or fetched",
                 &["result"],
             ),
+            dns_cache: counter(
+                "dns_cache_total",
+                "DNS look-ups answered from the resolvers' cache (hit) or asked of a server (miss)",
+                &["result"],
+            ),
             queue_messages: gauge("queue_messages", "Mail messages in the durable queue"),
             queue_oldest_seconds: gauge(
                 "queue_oldest_age_seconds",
@@ -192,6 +201,21 @@ impl Metrics {
             registry,
         }
         .with_every_series()
+        .counting_dns_cache()
+    }
+
+    /// Hickory counts its cache hits through the `metrics` facade, and
+    /// takes its counters from whatever recorder is installed when a
+    /// resolver is built: so this runs before any resolver exists (the
+    /// resolvers call [`get`] first). Only one recorder per process can be
+    /// installed; a second `Metrics` (tests) keeps its DNS family at zero.
+    fn counting_dns_cache(self) -> Metrics {
+        let recorder = dns_cache::DnsCacheRecorder {
+            hit: self.dns_cache.with_label_values(&["hit"]),
+            miss: self.dns_cache.with_label_values(&["miss"]),
+        };
+        let _ = ::metrics::set_global_recorder(recorder);
+        self
     }
 
     /// Every series exists from the start, at zero: a rate over a series
@@ -210,6 +234,9 @@ impl Metrics {
         }
         for hit in [true, false] {
             self.capability_cache.with_label_values(&[cache_label(hit)]);
+        }
+        for result in ["hit", "miss"] {
+            self.dns_cache.with_label_values(&[result]);
         }
         for outcome in MailOutcome::ALL {
             self.mail.with_label_values(&[outcome.label()]);
