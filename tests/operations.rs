@@ -221,3 +221,48 @@ fn each_family_moves_with_its_own_traffic() {
         metric(&after, "ischedule_queue_oldest_age_seconds")
     );
 }
+
+/// A receiver whose capabilities cannot be read is still sent messages
+/// (the spec's lenient path), but it is asked for them once per
+/// `capabilities.unreadable_retry_secs`, not before every POST. The
+/// receiver is a second bridge asked at a path it does not serve: 404 to
+/// the capabilities request and to the POSTs alike.
+#[test]
+fn unreadable_capabilities_are_asked_for_once_per_window() {
+    let (receiver_port, port, admin) = (free_port(), free_port(), free_port());
+    let _receiver = Bridge::start(
+        receiver_port,
+        &format!("[server]\nlisten = \"127.0.0.1:{receiver_port}\"\n"),
+    );
+    let _bridge = Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\
+             [capabilities]\nunreadable_retry_secs = 300\n\
+             [[route]]\ndomain = \"elsewhere.test\"\nto = \"http://127.0.0.1:{receiver_port}/not-ischedule\"\n"
+        ),
+    );
+    let asked = |series: &str| metric(&http(admin, "GET", "/metrics", &[], b"").text(), series);
+    let gets = "ischedule_receiver_request_seconds_count{request=\"capabilities\"}";
+    let posts = "ischedule_receiver_request_seconds_count{request=\"post\"}";
+    let (gets_before, posts_before) = (asked(gets), asked(posts));
+    let organizer = "mailto:bernard@example.com";
+    let to = ["mailto:zoe@elsewhere.test"];
+    for n in 0..5 {
+        let body = itip(
+            "REQUEST",
+            "VEVENT",
+            organizer,
+            &[(to[0], "NEEDS-ACTION")],
+            &format!("unreadable-{n}"),
+        );
+        let r = schedule_post(port, organizer, &to, &body, None);
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let (gets, posts) = (asked(gets) - gets_before, asked(posts) - posts_before);
+    println!(
+        "5 POSTs to a receiver without capabilities: {gets} capability requests, {posts} POSTs"
+    );
+    assert_eq!(posts, 5.0, "every message is still sent");
+    assert_eq!(gets, 1.0, "the unreadable answer is remembered");
+}

@@ -140,6 +140,7 @@ pub struct Timeouts {
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
     pub administrator: Option<String>,
+    pub unreadable_retry_secs: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

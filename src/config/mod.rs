@@ -38,6 +38,9 @@ pub struct Config {
     pub limits: Limits,
     pub timeouts: Timeouts,
     pub administrator: Option<String>,
+    /// How long a receiver whose capabilities document could not be read
+    /// is sent messages without asking for it again.
+    pub unreadable_capabilities_retry: Duration,
     pub imip: Imip,
     pub smtp: Smtp,
     pub queue: Queue,

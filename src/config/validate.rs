@@ -295,6 +295,11 @@ pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigEr
                 .map_err(|e| c.err("capabilities.administrator", e.to_string()))
         })
         .transpose()?;
+    let unreadable_capabilities_retry = c.seconds(
+        "capabilities.unreadable_retry_secs",
+        raw.capabilities.unreadable_retry_secs,
+        60.0,
+    )?;
     let routes = raw
         .routes
         .into_iter()
@@ -320,6 +325,7 @@ pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigEr
         limits,
         timeouts,
         administrator,
+        unreadable_capabilities_retry,
         imip,
         smtp,
         queue,

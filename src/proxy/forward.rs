@@ -14,7 +14,9 @@ use url::Url;
 
 use super::upstream::{Endpoint, Request, Response, Upstream, UpstreamError};
 use crate::config::Config;
-use crate::discovery::capability_cache::{freshness, CachedCapabilities, CapabilityCache};
+use crate::discovery::capability_cache::{
+    freshness, CachedCapabilities, CapabilityCache, Unreadable,
+};
 use crate::discovery::srv;
 use crate::discovery::{CapabilityOutcome, Origin};
 use crate::dkim::{self, Signer};
@@ -110,19 +112,30 @@ impl Forwarder {
         id: &str,
         location: &Location,
     ) -> Result<(CapabilityOutcome, Location), UpstreamError> {
-        let cached = self.capabilities.get(id);
-        let fresh = cached.as_ref().filter(|c| c.is_fresh(Instant::now()));
-        metrics::get().capability_cache(fresh.is_some());
-        if let Some(c) = fresh {
-            let at = Url::parse(&c.url)
+        let now = Instant::now();
+        let derived = |url: &str| {
+            Url::parse(url)
                 .ok()
                 .and_then(|u| location.derive(&u))
-                .unwrap_or_else(|| location.clone());
+                .unwrap_or_else(|| location.clone())
+        };
+        let cached = self.capabilities.get(id);
+        let fresh = cached.as_ref().filter(|c| c.is_fresh(now));
+        let unreadable = fresh
+            .is_none()
+            .then(|| self.capabilities.unreadable(id, now))
+            .flatten();
+        metrics::get().capability_cache(fresh.is_some() || unreadable.is_some());
+        if let Some(c) = fresh {
+            let at = derived(&c.url);
             let outcome = CapabilityOutcome::Known {
                 capabilities: Box::new(c.capabilities.clone()),
                 from: at.url(),
             };
             return Ok((outcome, at));
+        }
+        if let Some(u) = unreadable {
+            return Ok((CapabilityOutcome::Unknown { why: u.why }, derived(&u.url)));
         }
         let mut request_headers = vec![(
             headers::ISCHEDULE_VERSION,
@@ -174,6 +187,15 @@ impl Forwarder {
                 ),
             },
         };
+        if let CapabilityOutcome::Unknown { why } = &outcome {
+            let until = Instant::now() + self.config.unreadable_capabilities_retry;
+            let entry = Unreadable {
+                why: why.clone(),
+                url: at.url(),
+                until,
+            };
+            self.capabilities.put_unreadable(id, entry);
+        }
         Ok((outcome, at))
     }
 
