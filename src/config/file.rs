@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     #[serde(default)]
@@ -45,7 +45,7 @@ pub struct File {
 }
 
 /// `listen` takes one address or a list.
-#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged, expecting = "an \"IP:port\" string or a list of them")]
 pub enum OneOrMany {
     One(String),
@@ -61,7 +61,7 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub listen: Option<OneOrMany>,
@@ -75,7 +75,7 @@ pub struct Server {
     pub header_timeout_secs: Option<f64>,
 }
 
-#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsListener {
     pub listen: String,
@@ -83,7 +83,7 @@ pub struct TlsListener {
     pub key: String,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Dns {
     #[serde(default)]
@@ -95,20 +95,20 @@ pub struct Dns {
     pub allow_private_targets: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub ca_file: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Domains {
     #[serde(default)]
     pub local: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Senders {
     pub allow: Option<Vec<String>>,
@@ -116,7 +116,7 @@ pub struct Senders {
     pub shared_secret: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_content_length: Option<u64>,
@@ -129,7 +129,7 @@ pub struct Limits {
     pub inline_attachments: Option<bool>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
     pub connect_secs: Option<f64>,
@@ -138,13 +138,13 @@ pub struct Timeouts {
     pub dns_secs: Option<f64>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
     pub administrator: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Imip {
     pub mode: Option<String>,
@@ -154,7 +154,7 @@ pub struct Imip {
     pub token_lifetime_days: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Smtp {
     pub relay: Option<String>,
@@ -167,7 +167,7 @@ pub struct Smtp {
     pub max_sessions_per_host: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Queue {
     pub first_retry_secs: Option<u64>,
@@ -176,19 +176,19 @@ pub struct Queue {
     pub max_messages: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Idempotency {
     pub window_secs: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Store {
     pub path: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Mail {
     pub smtp_listen: Option<String>,
@@ -210,14 +210,14 @@ pub struct Mail {
     pub users: Vec<MailUser>,
 }
 
-#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailUser {
     pub name: String,
     pub password: String,
 }
 
-#[derive(Debug, Deserialize, Serialize, Default, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Dkim {
     pub lifetime_secs: Option<u64>,
@@ -228,7 +228,7 @@ pub struct Dkim {
     pub trusted: Vec<TrustedKey>,
 }
 
-#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DkimKey {
     pub domain: String,
@@ -237,7 +237,7 @@ pub struct DkimKey {
     pub methods: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustedKey {
     pub domain: String,
@@ -245,7 +245,7 @@ pub struct TrustedKey {
     pub public_key: String,
 }
 
-#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub domain: Option<String>,
