@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ischedule_bridge::config::{Config, DkimPolicy};
+use ischedule_bridge::config::{effective, Config, DkimPolicy};
 use ischedule_bridge::discovery::Origin;
 use ischedule_bridge::dkim::{self, KeyRecord, SigningKey};
 use ischedule_bridge::itip::CalAddress;
@@ -271,7 +271,7 @@ fn summary(config: &Config) -> String {
             .server
             .origin
             .as_ref()
-            .map_or("none".into(), |o| o.to_string())
+            .map_or("none".into(), effective::redacted_url)
     );
     out += &format!(
         "  DNS: {}, sub-domain stripping {}\n",
@@ -312,7 +312,7 @@ fn summary(config: &Config) -> String {
     for (i, r) in config.routes.iter().enumerate() {
         let to =
             r.to.as_ref()
-                .map_or("mail (imip-only)".to_string(), |u| u.to_string());
+                .map_or("mail (imip-only)".to_string(), effective::redacted_url);
         let mode = r.mode.map(|m| format!(" [{m}]")).unwrap_or_default();
         out += &format!("    #{i} {} -> {to}{mode}\n", r.matcher);
     }

@@ -109,7 +109,7 @@ fn server(s: &super::Server) -> file::Server {
         // Always a list: the one form that holds any number of listeners.
         listen: Some(file::OneOrMany::Many(strings(&s.listen))),
         path: Some(s.path.clone()),
-        origin: s.origin.as_ref().map(url),
+        origin: s.origin.as_ref().map(redacted_url),
         admin_listen: s.admin_listen.map(|a| a.to_string()),
         tls: s
             .tls
@@ -225,7 +225,7 @@ fn route(r: &Route) -> file::Route {
     file::Route {
         domain,
         address,
-        to: r.to.as_ref().map(url),
+        to: r.to.as_ref().map(redacted_url),
         mode: r.mode.map(|m| m.as_str().into()),
         reply_routing: r.reply_routing.map(|m| m.as_str().into()),
         accept: r
@@ -256,8 +256,9 @@ fn mail_route(route: &smtp::Route) -> String {
     }
 }
 
-/// A URL with its password (if any) redacted.
-fn url(url: &Url) -> String {
+/// A URL with its password (if any) redacted: for every URL `check`
+/// prints, the summary's included.
+pub fn redacted_url(url: &Url) -> String {
     match url.password() {
         Some(password) => {
             url.as_str()
