@@ -46,7 +46,8 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
-    /// Validate a configuration and print a summary.
+    /// Validate a configuration, print a summary, then the effective
+    /// configuration (every key, defaults filled in, secrets redacted).
     Check {
         /// The configuration file (TOML) to check.
         #[arg(long)]
@@ -166,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             print!("{}", summary(&config));
             print!("{}", dkim_summary(&config)?);
+            print!("{}", effective_section(&config)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Dkim {
@@ -375,6 +377,18 @@ fn dkim_summary(config: &Config) -> anyhow::Result<String> {
         );
     }
     Ok(out)
+}
+
+/// The last part of `check`: what the bridge will do, in the file's own
+/// keys, so an admin need not know every default. From its heading on it is
+/// a configuration file in itself.
+fn effective_section(config: &Config) -> anyhow::Result<String> {
+    Ok(format!(
+        "\n# effective configuration (defaults filled in)\n\
+         # Keys without a value in effect are left out; secrets show as \"{}\".\n\n{}",
+        effective::REDACTED,
+        effective::config(config)?
+    ))
 }
 
 fn keygen(
