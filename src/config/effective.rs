@@ -12,9 +12,10 @@
 //!   the configuration file's folder, so a copy elsewhere would find other
 //!   files).
 //! - Keys that have no value in effect are left out, as TOML has no null:
-//!   no relay (mail goes to `smtp.outbox`), no origin, no TLS listener, a
-//!   route key that falls back to its section (`[imip] mode`, `[mail]
-//!   accept`, `[dkim] verify`).
+//!   no relay (mail goes to `smtp.outbox`), no origin, a route key that
+//!   falls back to its section (`[imip] mode`, `[mail] accept`, `[dkim]
+//!   verify`). Lists are printed even when empty (`route = []`: no static
+//!   route).
 //! - Secrets never appear: `senders.shared_secret`, `mail.users[].password`
 //!   and the password in any URL are printed as [`REDACTED`]. DKIM private
 //!   keys are files; their path is printed, never the key.
@@ -22,7 +23,9 @@
 //! Adding a key: add it to `file.rs`; the struct literals below then stop
 //! compiling until it is printed here. Then set it to a value other than its
 //! default in `EVERY_KEY` (`config/tests.rs`), whose round trip fails for
-//! any key of `file.rs` that is not printed or not set there.
+//! any key of `file.rs` that is not printed or not set there (a key that
+//! cannot be in effect together with the others goes in `NEVER_IN_EFFECT`,
+//! with the reason).
 
 use std::path::Path;
 
@@ -33,8 +36,10 @@ use super::{Config, Route, RouteMatch};
 use crate::smtp;
 
 /// Printed in place of a secret. Not a usable value: `validate.rs` refuses
-/// it, so a printed configuration copied back cannot run with a password
-/// everyone knows.
+/// it as the shared secret, a mail user's password and a relay's or next
+/// hop's password, so a printed configuration copied back cannot run with a
+/// password everyone knows. (The bridge logs in with no password of
+/// `server.origin` or a route's `to`, so there it is only redacted.)
 pub const REDACTED: &str = "<redacted>";
 
 /// The printed configuration could not be written as TOML.
