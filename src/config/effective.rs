@@ -145,13 +145,12 @@ fn limits(l: &super::Limits) -> file::Limits {
 }
 
 fn smtp(s: &super::Smtp) -> file::Smtp {
-    let (relay, outbox) = match &s.route {
-        smtp::Route::Outbox { dir } => (None, Some(path(dir))),
-        relay => (Some(mail_route(relay)), None),
-    };
     file::Smtp {
-        relay,
-        outbox,
+        relay: mail_route(&s.route),
+        outbox: match &s.route {
+            smtp::Route::Outbox { dir } => Some(path(dir)),
+            _ => None,
+        },
         from: Some(s.from.clone()),
         helo: s.helo.clone(),
         direct_port: Some(s.direct_port),
@@ -175,7 +174,7 @@ fn mail(m: &super::Mail) -> file::Mail {
         delivery_timeout_secs: Some(m.delivery_timeout.as_secs()),
         local_clients: Some(strings(&m.local_clients)),
         accept: Some(m.accept.iter().map(|a| a.as_str().into()).collect()),
-        next_hop: m.next_hop.as_ref().map(mail_route),
+        next_hop: m.next_hop.as_ref().and_then(mail_route),
         tls_cert: m.tls.as_ref().map(|(cert, _)| path(cert)),
         tls_key: m.tls.as_ref().map(|(_, key)| path(key)),
         users: m
@@ -242,10 +241,10 @@ fn route(r: &Route) -> file::Route {
 }
 
 /// `smtp.relay` or `mail.next_hop` as written: `direct`, or the relay URL
-/// with the user name it logs in with and the password redacted. (An outbox
-/// is `smtp.outbox`, not a URL; `validate.rs` never makes one a next hop.)
-fn mail_route(route: &smtp::Route) -> String {
-    match route {
+/// with the user name it logs in with and the password redacted; none for
+/// the outbox, which is `smtp.outbox`.
+fn mail_route(route: &smtp::Route) -> Option<String> {
+    Some(match route {
         smtp::Route::Relay {
             url,
             credentials: Some((user, _)),
@@ -257,8 +256,8 @@ fn mail_route(route: &smtp::Route) -> String {
         }
         smtp::Route::Relay { url, .. } => url.to_string(),
         smtp::Route::Direct => "direct".into(),
-        smtp::Route::Outbox { dir } => path(dir),
-    }
+        smtp::Route::Outbox { .. } => return None,
+    })
 }
 
 /// A URL with its password (if any) redacted: for every URL `check`
