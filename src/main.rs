@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ischedule_bridge::config::{Config, DkimPolicy};
+use ischedule_bridge::config::{effective, Config, DkimPolicy};
 use ischedule_bridge::discovery::Origin;
 use ischedule_bridge::dkim::{self, KeyRecord, SigningKey};
 use ischedule_bridge::itip::CalAddress;
@@ -46,7 +46,8 @@ enum Command {
         #[arg(long)]
         log_json: bool,
     },
-    /// Validate a configuration and print a summary.
+    /// Validate a configuration, print a summary, then the effective
+    /// configuration (every key, defaults filled in, secrets redacted).
     Check {
         /// The configuration file (TOML) to check.
         #[arg(long)]
@@ -166,6 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             print!("{}", summary(&config));
             print!("{}", dkim_summary(&config)?);
+            print!("{}", effective_section(&config)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Dkim {
@@ -271,7 +273,7 @@ fn summary(config: &Config) -> String {
             .server
             .origin
             .as_ref()
-            .map_or("none".into(), |o| o.to_string())
+            .map_or("none".into(), effective::redacted_url)
     );
     out += &format!(
         "  DNS: {}, sub-domain stripping {}\n",
@@ -312,7 +314,7 @@ fn summary(config: &Config) -> String {
     for (i, r) in config.routes.iter().enumerate() {
         let to =
             r.to.as_ref()
-                .map_or("mail (imip-only)".to_string(), |u| u.to_string());
+                .map_or("mail (imip-only)".to_string(), effective::redacted_url);
         let mode = r.mode.map(|m| format!(" [{m}]")).unwrap_or_default();
         out += &format!("    #{i} {} -> {to}{mode}\n", r.matcher);
     }
@@ -375,6 +377,18 @@ fn dkim_summary(config: &Config) -> anyhow::Result<String> {
         );
     }
     Ok(out)
+}
+
+/// The last part of `check`: what the bridge will do, in the file's own
+/// keys, so an admin need not know every default. From its heading on it is
+/// a configuration file in itself.
+fn effective_section(config: &Config) -> anyhow::Result<String> {
+    Ok(format!(
+        "\n# effective configuration (defaults filled in)\n\
+         # Keys without a value in effect are left out; secrets show as \"{}\".\n\n{}",
+        effective::REDACTED,
+        effective::config(config)?
+    ))
 }
 
 fn keygen(

@@ -272,3 +272,137 @@ fn unusable_tls_certificate_is_an_error() {
         "{run}"
     );
 }
+
+/// Where `check` starts printing the effective configuration; from there
+/// on, its output is a configuration file.
+const EFFECTIVE_HEADING: &str = "# effective configuration (defaults filled in)";
+/// What `check` prints in place of a secret.
+const REDACTED: &str = "<redacted>";
+
+/// The effective configuration part of a successful `check`.
+fn effective(run: &Run) -> &str {
+    assert_eq!(run.code, Some(0), "{run}");
+    let at = run
+        .stdout
+        .find(EFFECTIVE_HEADING)
+        .unwrap_or_else(|| panic!("no effective configuration:\n{run}"));
+    &run.stdout[at..]
+}
+
+/// `effective` written to a file of its own and checked again prints
+/// itself: nothing was lost or changed on the way.
+fn assert_reads_back_the_same(effective: &str) {
+    let (again, _dir, _) = check_text(effective);
+    assert_eq!(self::effective(&again), effective, "{again}");
+}
+
+#[test]
+fn check_prints_the_shipped_defaults_effective_configuration() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("bridge-rules/default.toml");
+    let run = check(&path);
+    let printed = effective(&run);
+    // The summary comes first, as before.
+    assert!(
+        run.stdout.starts_with(&format!("{}: OK\n", path.display())),
+        "{run}"
+    );
+    let table: toml::Table = printed.parse().unwrap_or_else(|e| panic!("{e}\n{run}"));
+    assert_eq!(
+        table["server"]["listen"][0].as_str(),
+        Some("127.0.0.1:8008")
+    );
+    assert_reads_back_the_same(printed);
+}
+
+#[test]
+fn check_prints_the_defaults_it_fills_in() {
+    let (run, dir, _) = check_text("[domains]\nlocal = [\"example.com\", \"example.org\"]\n");
+    let table: toml::Table = effective(&run).parse().unwrap();
+    let value = |section: &str, key: &str| table[section][key].clone();
+    assert_eq!(
+        value("smtp", "from").as_str(),
+        Some("calendar-bridge@example.com")
+    );
+    assert_eq!(value("imip", "token_domain").as_str(), Some("example.com"));
+    assert_eq!(
+        value("queue", "max_age_secs").as_integer(),
+        Some(5 * 86_400)
+    );
+    assert_eq!(value("timeouts", "request_secs").as_float(), Some(60.0));
+    assert_eq!(value("dkim", "verify").as_str(), Some("require"));
+    // Relative paths are taken from the file's folder, and printed absolute.
+    let state = dir.path().join("state");
+    assert_eq!(value("store", "path").as_str(), state.to_str());
+    // No relay: mail goes to the outbox, and no relay key is printed.
+    assert!(table["smtp"].get("relay").is_none(), "{run}");
+}
+
+#[test]
+fn every_section_reads_back_the_same_and_secrets_are_never_printed() {
+    let secret = "s3cret-never-printed-0123";
+    let certs = Certs::generate(&["localhost", "127.0.0.1"]);
+    let toml = format!(
+        "[server]\nlisten = \"127.0.0.1:8008\"\norigin = \"http://proxy:{secret}@127.0.0.1:8080\"\n\
+         admin_listen = \"127.0.0.1:8009\"\n\
+         [[server.tls]]\nlisten = \"127.0.0.1:8443\"\ncert = \"{cert}\"\nkey = \"{key}\"\n\
+         [dns]\nnameservers = [\"10.0.0.1\"]\nstrip_subdomains = true\n\
+         [tls]\nca_file = \"{ca}\"\n\
+         [domains]\nlocal = [\"Example.COM\"]\n\
+         [senders]\nallow = [\"10.1.0.0/16\", \"10.2.0.1\"]\nshared_secret = \"{secret}\"\n\
+         [limits]\nmax_recipients = 7\nmin_date_time = \"19900101\"\n\
+         [timeouts]\nconnect_secs = 2.5\n\
+         [capabilities]\nadministrator = \"mailto:admin@example.com\"\n\
+         [imip]\nreply_routing = \"token\"\n\
+         [smtp]\nrelay = \"smtp+starttls://bridge:{secret}@relay.example.com\"\n\
+         [queue]\nmax_age_secs = 86400\n\
+         [idempotency]\nwindow_secs = 600\n\
+         [store]\npath = \"var/state\"\n\
+         [mail]\nlmtp_listen = \"127.0.0.1:2424\"\nnext_hop = \"direct\"\n\
+         tls_cert = \"{cert}\"\ntls_key = \"{key}\"\n\
+         [[mail.users]]\nname = \"calendar\"\npassword = \"{secret}\"\n\
+         [dkim]\nverify = \"optional\"\n\
+         [[dkim.trusted]]\ndomain = \"partner.example\"\nselector = \"s1\"\npublic_key = \"{public_key}\"\n\
+         [[route]]\ndomain = \"*.partner.example\"\nto = \"https://cal:{secret}@cal.partner.example/ischedule\"\ndkim = \"off\"\n\
+         [[route]]\naddress = \"mailto:boss@corp.example\"\nmode = \"imip-only\"\n",
+        cert = certs.cert.display(),
+        key = certs.key.display(),
+        ca = certs.ca.display(),
+        public_key = PARTNER_PUBLIC_KEY,
+    );
+    let (run, _dir, _) = check_text(&toml);
+    let printed = effective(&run);
+    assert!(
+        !run.stdout.contains(secret) && !run.stderr.contains(secret),
+        "{run}"
+    );
+    // Shared secret, origin, relay and route passwords, mail user password.
+    let redacted: usize = printed
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.matches(REDACTED).count())
+        .sum();
+    assert_eq!(redacted, 5, "{run}");
+    // The summary shows URLs redacted too.
+    assert!(
+        run.stdout
+            .contains("    #0 domain *.partner.example -> https://cal:<redacted>@cal.partner.example/ischedule\n"),
+        "{run}"
+    );
+    let table: toml::Table = printed.parse().unwrap();
+    assert_eq!(
+        table["smtp"]["relay"].as_str(),
+        Some("smtp+starttls://bridge:<redacted>@relay.example.com")
+    );
+    assert_eq!(table["domains"]["local"][0].as_str(), Some("example.com"));
+    assert_eq!(table["dns"]["nameservers"][0].as_str(), Some("10.0.0.1:53"));
+    // As printed, the placeholder is refused: the secrets must be written back in.
+    let (refused, _dir, _) = check_text(printed);
+    assert_eq!(refused.code, Some(1), "{refused}");
+    assert!(refused.stderr.contains("in place of a secret"), "{refused}");
+    // With them, it is the same configuration.
+    let (again, _dir, _) = check_text(&printed.replace(REDACTED, secret));
+    assert_eq!(effective(&again), printed, "{again}");
+}
+
+/// A partner's DKIM public key (the `p=` of its record): any RSA key will do.
+const PARTNER_PUBLIC_KEY: &str = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAxo5hHkpAPS29Agh+YlOTor5WzZVfjncs3dd1L4LsQQDg9sXeaqomW0GhwcBvo9wfuT977f6xeY7jjjBd+Cqhd8nu4xn2mcZuILGnx0UWXatUE6dX90ZT2ZseETozNMPUwmTl2E4rSv2N06swuirgLgkVAvdK9AUneeuV2ymG65+9JwWXzudU98dgaQB9ZOurfE6PLeiTadDoF07c30tB1BA+wgMn3/wqXOMBedJv0GZvWNadXcvPFUKh3iIr/xKt3e//6ErO1ixWofzGLuLQD8e0rSWoyYz4OYOlU6Q2YeoqgieeSN/4CwLh00xbBYAQpy2tu8isg73aOxcg+sWfkwIDAQAB";

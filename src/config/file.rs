@@ -1,11 +1,13 @@
 //! The configuration file as written: serde types mirroring the TOML keys.
 //! Unknown keys are errors, so a typo never silently falls back to a default.
+//! The same types are serialised by `effective.rs`, so `check` prints the
+//! effective configuration in exactly these keys.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     #[serde(default)]
@@ -43,7 +45,7 @@ pub struct File {
 }
 
 /// `listen` takes one address or a list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged, expecting = "an \"IP:port\" string or a list of them")]
 pub enum OneOrMany {
     One(String),
@@ -59,7 +61,7 @@ impl OneOrMany {
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Server {
     pub listen: Option<OneOrMany>,
@@ -73,7 +75,7 @@ pub struct Server {
     pub header_timeout_secs: Option<f64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsListener {
     pub listen: String,
@@ -81,7 +83,7 @@ pub struct TlsListener {
     pub key: String,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Dns {
     #[serde(default)]
@@ -93,20 +95,20 @@ pub struct Dns {
     pub allow_private_targets: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Tls {
     pub ca_file: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Domains {
     #[serde(default)]
     pub local: Vec<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Senders {
     pub allow: Option<Vec<String>>,
@@ -114,7 +116,7 @@ pub struct Senders {
     pub shared_secret: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_content_length: Option<u64>,
@@ -127,7 +129,7 @@ pub struct Limits {
     pub inline_attachments: Option<bool>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Timeouts {
     pub connect_secs: Option<f64>,
@@ -136,14 +138,14 @@ pub struct Timeouts {
     pub dns_secs: Option<f64>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Capabilities {
     pub administrator: Option<String>,
     pub unreadable_retry_secs: Option<f64>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Imip {
     pub mode: Option<String>,
@@ -153,7 +155,7 @@ pub struct Imip {
     pub token_lifetime_days: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Smtp {
     pub relay: Option<String>,
@@ -166,7 +168,7 @@ pub struct Smtp {
     pub max_sessions_per_host: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Queue {
     pub first_retry_secs: Option<u64>,
@@ -175,19 +177,19 @@ pub struct Queue {
     pub max_messages: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Idempotency {
     pub window_secs: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Store {
     pub path: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Mail {
     pub smtp_listen: Option<String>,
@@ -209,14 +211,14 @@ pub struct Mail {
     pub users: Vec<MailUser>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MailUser {
     pub name: String,
     pub password: String,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Dkim {
     pub lifetime_secs: Option<u64>,
@@ -227,7 +229,7 @@ pub struct Dkim {
     pub trusted: Vec<TrustedKey>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DkimKey {
     pub domain: String,
@@ -236,7 +238,7 @@ pub struct DkimKey {
     pub methods: Option<Vec<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrustedKey {
     pub domain: String,
@@ -244,7 +246,7 @@ pub struct TrustedKey {
     pub public_key: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub domain: Option<String>,

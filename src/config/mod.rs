@@ -4,6 +4,7 @@
 //! Every error names the file, the key and why, because an admin editing
 //! rules at 2 a.m. should not have to guess which line broke the bridge.
 
+pub mod effective;
 mod file;
 mod validate;
 
@@ -158,6 +159,16 @@ pub enum ReplyRouting {
     Token,
 }
 
+impl ReplyRouting {
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyRouting::OrganizerDomain => "organizer-domain",
+            ReplyRouting::Token => "token",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Imip {
     pub mode: Mode,
@@ -178,6 +189,9 @@ pub struct Smtp {
     pub helo: Option<String>,
     pub direct_port: u16,
     pub status_map: crate::smtp::StatusMap,
+    /// The file `status_map` was read from (`None`: the embedded one), for
+    /// `check`.
+    pub status_map_file: Option<PathBuf>,
     pub timeout: Duration,
     /// SMTP sessions open at once to one relay or MX host.
     pub max_sessions_per_host: usize,
@@ -223,6 +237,17 @@ pub enum Accept {
     Token,
     /// DMARC pass (aligned DKIM or SPF) for the From domain.
     Dmarc,
+}
+
+impl Accept {
+    /// The name used in the configuration file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accept::Local => "local",
+            Accept::Token => "token",
+            Accept::Dmarc => "dmarc",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -136,3 +136,342 @@ fn the_bridge_writes_from_the_first_local_domain_unless_told() {
         parse("[domains]\nlocal = [\"example.com\"]\n[smtp]\nfrom = \"cal@mail.example.com\"\n");
     assert_eq!(c.smtp.from, "cal@mail.example.com");
 }
+
+/// The effective configuration (`check`): every key printed, secrets not.
+mod effective_config {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
+    use super::super::effective::{self, REDACTED};
+    use super::super::file::{self, File};
+    use super::*;
+
+    /// Stands for every secret of `EVERY_KEY`; it must never be printed.
+    const SECRET: &str = "s3cret-never-printed-0123";
+
+    /// Every key of `file.rs`, each set to a value other than its default,
+    /// in the form the bridge prints it back (absolute paths, lower-case
+    /// domains, CIDR blocks, normalised URLs). `{dir}` is the test folder,
+    /// `{public_key}` a DKIM public key.
+    const EVERY_KEY: &str = r#"
+[server]
+listen = ["127.0.0.1:18008", "[::1]:18009"]
+path = "/cal/ischedule"
+origin = "http://127.0.0.1:8080/"
+admin_listen = "127.0.0.1:18010"
+max_connections = 500
+max_connections_per_client = 50
+header_timeout_secs = 2.5
+
+[[server.tls]]
+listen = "127.0.0.1:18443"
+cert = "{dir}/cert.pem"
+key = "{dir}/key.pem"
+
+[dns]
+nameservers = ["127.0.0.1:5353"]
+strip_subdomains = true
+negative_ttl_secs = 60
+max_ttl_secs = 3600
+allow_private_targets = ["10.0.0.0/8"]
+
+[tls]
+ca_file = "{dir}/ca.pem"
+
+[domains]
+local = ["example.com", "example.org"]
+
+[senders]
+allow = ["192.0.2.0/24"]
+secret_header = "X-Other-Secret"
+shared_secret = "{secret}"
+
+[limits]
+max_content_length = 2048
+max_recipients = 7
+max_instances = 500
+min_date_time = "19900101T000000Z"
+max_date_time = "20900101T000000Z"
+max_redirects = 5
+max_response_bytes = 8192
+inline_attachments = true
+
+[timeouts]
+connect_secs = 1.5
+receiver_secs = 20.0
+request_secs = 40.0
+dns_secs = 2.0
+
+[capabilities]
+administrator = "mailto:admin@example.com"
+
+[imip]
+mode = "imip-only"
+reply_routing = "token"
+token_prefix = "cal"
+token_domain = "reply.example.com"
+token_lifetime_days = 30
+
+[smtp]
+relay = "smtps://bridge%40example.com:{secret}@relay.example:465"
+from = "cal@example.com"
+helo = "bridge.example.com"
+direct_port = 2525
+status_map = "{dir}/status-map.toml"
+timeout_secs = 12.5
+max_sessions_per_host = 3
+
+[queue]
+first_retry_secs = 30
+max_retry_secs = 600
+max_age_secs = 86400
+max_messages = 500
+
+[idempotency]
+window_secs = 3600
+
+[store]
+path = "{dir}/store"
+
+[mail]
+smtp_listen = "127.0.0.1:2525"
+lmtp_listen = "127.0.0.1:2424"
+hostname = "mx.example.com"
+max_message_bytes = 1048576
+max_recipients = 20
+max_connections = 30
+max_connections_per_client = 5
+session_timeout_secs = 300
+max_commands = 200
+delivery_timeout_secs = 60
+local_clients = ["192.0.2.10/32"]
+accept = ["dmarc"]
+next_hop = "smtp+starttls://hop.example:2526"
+tls_cert = "{dir}/cert.pem"
+tls_key = "{dir}/key.pem"
+
+[[mail.users]]
+name = "calendar"
+password = "{secret}"
+
+[dkim]
+lifetime_secs = 600
+verify = "optional"
+
+[[dkim.keys]]
+domain = "example.com"
+selector = "bridge"
+private_key = "{dir}/key.pem"
+methods = ["private-exchange"]
+
+[[dkim.trusted]]
+domain = "partner.example"
+selector = "s1"
+public_key = "{public_key}"
+
+[[route]]
+domain = "*.partner.example"
+to = "https://bridge:{secret}@cal.partner.example/ischedule"
+mode = "native-only"
+reply_routing = "organizer-domain"
+accept = ["token"]
+dkim = "off"
+
+[[route]]
+address = "mailto:boss@corp.example"
+mode = "imip-only"
+"#;
+
+    /// Keys `EVERY_KEY` cannot give a value in effect, and why.
+    const NEVER_IN_EFFECT: &[(&str, &str)] = &[(
+        "smtp.outbox",
+        "unused with smtp.relay; the default's round trip prints it",
+    )];
+
+    /// A folder with the files `EVERY_KEY` names, and its text there.
+    fn every_key() -> (tempfile::TempDir, String, String) {
+        let dir = tempfile::TempDir::new().unwrap();
+        let key = crate::dkim::SigningKey::generate(2048).unwrap();
+        let pem = key.to_pkcs8_pem().unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("key.pem", &pem);
+        // Only PEM framing is checked, not the certificate inside.
+        write(
+            "cert.pem",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        );
+        write("ca.pem", "");
+        write(
+            "status-map.toml",
+            include_str!("../../bridge-rules/status-map.toml"),
+        );
+        let text = EVERY_KEY
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace("{secret}", SECRET)
+            .replace("{public_key}", &key.public_key().to_base64());
+        (dir, text, pem.to_string())
+    }
+
+    fn printed(text: &str, base: &Path) -> String {
+        let config = Config::parse(text, "t.toml", base).unwrap();
+        effective::config(&config).unwrap()
+    }
+
+    /// Each key path (`route[].to`) with its values, one per array element.
+    fn leaves(value: &Value, path: &str, out: &mut BTreeMap<String, Vec<Value>>) {
+        let at = |key: &str| {
+            if path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match value {
+            Value::Object(map) => map.iter().for_each(|(k, v)| leaves(v, &at(k), out)),
+            Value::Array(items) if !items.is_empty() && items.iter().all(Value::is_object) => items
+                .iter()
+                .for_each(|v| leaves(v, &format!("{path}[]"), out)),
+            _ => out.entry(path.to_string()).or_default().push(value.clone()),
+        }
+    }
+
+    fn leaves_of(file: &File) -> BTreeMap<String, Vec<Value>> {
+        let mut out = BTreeMap::new();
+        leaves(&serde_json::to_value(file).unwrap(), "", &mut out);
+        out
+    }
+
+    /// The round trip that notices a forgotten key: what is printed for
+    /// `EVERY_KEY` reads back as `EVERY_KEY` itself (secrets redacted), has
+    /// a value for every key of `file.rs`, and none of those values is the
+    /// default one (so a key printed as a constant is noticed too).
+    #[test]
+    fn every_key_is_printed_as_set() {
+        let (dir, text, _) = every_key();
+        let out = printed(&text, dir.path());
+        let back = file::parse(&out, "printed").unwrap_or_else(|e| panic!("{e}\n{out}"));
+        let expected = leaves_of(&file::parse(&text.replace(SECRET, REDACTED), "t.toml").unwrap());
+        let printed_leaves = leaves_of(&back);
+        let differing: Vec<String> = expected
+            .keys()
+            .chain(printed_leaves.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|path| expected.get(*path) != printed_leaves.get(*path))
+            .map(|path| {
+                format!(
+                    "{path}: set {:?}, printed {:?}",
+                    expected.get(path),
+                    printed_leaves.get(path)
+                )
+            })
+            .collect();
+        assert!(differing.is_empty(), "{differing:#?}\nprinted:\n{out}");
+
+        let unset: Vec<&String> = printed_leaves
+            .iter()
+            .filter(|(_, values)| {
+                values
+                    .iter()
+                    .all(|v| v.is_null() || v.as_array().is_some_and(Vec::is_empty))
+            })
+            .map(|(path, _)| path)
+            .filter(|path| !NEVER_IN_EFFECT.iter().any(|(k, _)| k == path))
+            .collect();
+        assert!(
+            unset.is_empty(),
+            "keys without a value: print them in effective.rs and set them in EVERY_KEY: {unset:?}\n{out}"
+        );
+
+        let defaults = leaves_of(&file::parse(&printed("", dir.path()), "default").unwrap());
+        let as_default: Vec<&String> = printed_leaves
+            .iter()
+            .filter(|(path, values)| defaults.get(*path) == Some(values))
+            .map(|(path, _)| path)
+            .collect();
+        assert!(
+            as_default.is_empty(),
+            "EVERY_KEY must set these to a value other than the default: {as_default:?}"
+        );
+    }
+
+    #[test]
+    fn secrets_and_private_keys_are_never_printed() {
+        let (dir, text, pem) = every_key();
+        let out = printed(&text, dir.path());
+        assert!(!out.contains(SECRET), "{out}");
+        assert!(!out.contains("PRIVATE KEY"), "{out}");
+        for line in pem.lines().filter(|l| !l.starts_with("-----")) {
+            assert!(!out.contains(line), "a line of the private key: {out}");
+        }
+        // Where the secrets were, the placeholder: shared secret, relay
+        // password, route URL password, mail user password.
+        assert_eq!(out.matches(REDACTED).count(), 4, "{out}");
+        assert!(out.contains(&format!(
+            "private_key = \"{}/key.pem\"",
+            dir.path().display()
+        )));
+    }
+
+    /// Copied back with the secrets written in, the printed configuration is
+    /// the same configuration: printing it again gives the same text.
+    #[test]
+    fn printed_configuration_reads_back_the_same() {
+        let (dir, text, _) = every_key();
+        let out = printed(&text, dir.path());
+        assert_eq!(printed(&out.replace(REDACTED, SECRET), dir.path()), out);
+        let default = printed(DEFAULT_TOML, dir.path());
+        assert_eq!(printed(&default, dir.path()), default);
+    }
+
+    /// The placeholder is refused wherever a secret goes, so a printed
+    /// configuration cannot run with a password everyone knows.
+    #[test]
+    fn the_placeholder_is_not_a_secret() {
+        for (text, key) in [
+            (
+                format!("[senders]\nshared_secret = \"{REDACTED}\"\n"),
+                "senders.shared_secret",
+            ),
+            (
+                format!("[[mail.users]]\nname = \"a\"\npassword = \"{REDACTED}\"\n"),
+                "mail.users[0].password",
+            ),
+            (
+                format!("[smtp]\nrelay = \"smtps://a:{REDACTED}@relay.example\"\n"),
+                "smtp.relay",
+            ),
+            (
+                format!("[mail]\nnext_hop = \"smtps://a:{REDACTED}@hop.example\"\n"),
+                "mail.next_hop",
+            ),
+        ] {
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.key, key, "{text}");
+            assert!(e.why.contains("in place of a secret"), "{e}");
+        }
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let out = printed(
+            "[domains]\nlocal = [\"example.com\"]\n",
+            Path::new("/etc/bridge"),
+        );
+        let back = file::parse(&out, "printed").unwrap();
+        assert_eq!(
+            back.smtp.from.as_deref(),
+            Some("calendar-bridge@example.com")
+        );
+        assert_eq!(back.imip.token_domain.as_deref(), Some("example.com"));
+        assert_eq!(back.queue.max_age_secs, Some(5 * 86_400));
+        assert_eq!(back.timeouts.request_secs, Some(60.0));
+        assert_eq!(back.store.path.as_deref(), Some("/etc/bridge/state"));
+        assert_eq!(back.smtp.outbox.as_deref(), Some("/etc/bridge/outbox"));
+        // Nothing in effect, nothing printed.
+        assert_eq!(back.smtp.relay, None);
+        assert_eq!(back.server.origin, None);
+        assert_eq!(back.senders.shared_secret, None);
+    }
+}

@@ -10,6 +10,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use url::Url;
 
+use super::effective::REDACTED;
 use super::file::{self, File};
 use super::{
     Accept, Config, Dkim, DkimKey, DkimPolicy, Dns, Imip, Limits, Mail, Mode, Queue, ReplyRouting,
@@ -93,6 +94,37 @@ impl Checker<'_> {
             )
         })?;
         Ok(path)
+    }
+
+    /// The placeholder `check` prints for a secret is not one: a printed
+    /// configuration copied back must not run with a password everyone knows.
+    fn secret(&self, key: &str, value: &str) -> Result<(), ConfigError> {
+        if value == REDACTED {
+            return Err(self.err(
+                key,
+                format!("'{REDACTED}' is what `check` prints in place of a secret: write the secret itself"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A relay or next hop; its password, if any, must not be the placeholder.
+    fn mail_route(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        outbox: &Path,
+    ) -> Result<crate::smtp::Route, ConfigError> {
+        let route = crate::smtp::Route::parse(value, outbox)
+            .map_err(|why| self.err(key, why.to_string()))?;
+        if let crate::smtp::Route::Relay {
+            credentials: Some((_, password)),
+            ..
+        } = &route
+        {
+            self.secret(key, password)?;
+        }
+        Ok(route)
     }
 
     fn url(&self, key: &str, value: &str) -> Result<Url, ConfigError> {
@@ -449,10 +481,7 @@ fn mail(c: &Checker, m: file::Mail, imip: &Imip) -> Result<Mail, ConfigError> {
     };
     let next_hop = m
         .next_hop
-        .map(|hop| {
-            crate::smtp::Route::parse(Some(&hop), Path::new(""))
-                .map_err(|why| c.err("mail.next_hop", why.to_string()))
-        })
+        .map(|hop| c.mail_route("mail.next_hop", Some(&hop), Path::new("")))
         .transpose()?;
     Ok(Mail {
         smtp_listen: listen("mail.smtp_listen", m.smtp_listen)?,
@@ -497,7 +526,15 @@ fn mail(c: &Checker, m: file::Mail, imip: &Imip) -> Result<Mail, ConfigError> {
         },
         next_hop,
         tls,
-        users: m.users.into_iter().map(|u| (u.name, u.password)).collect(),
+        users: m
+            .users
+            .into_iter()
+            .enumerate()
+            .map(|(i, u)| {
+                c.secret(&format!("mail.users[{i}].password"), &u.password)?;
+                Ok((u.name, u.password))
+            })
+            .collect::<Result<_, ConfigError>>()?,
     })
 }
 
@@ -510,13 +547,15 @@ fn smtp(c: &Checker, s: file::Smtp, first_local: Option<&String>) -> Result<Smtp
     );
     let from = c.email("smtp.from", s.from.as_deref().unwrap_or(&default_from))?;
     let outbox = c.base.join(s.outbox.unwrap_or_else(|| "outbox".into()));
-    let route = crate::smtp::Route::parse(s.relay.as_deref(), &outbox)
-        .map_err(|why| c.err("smtp.relay", why.to_string()))?;
-    let status_map = match s.status_map {
+    let route = c.mail_route("smtp.relay", s.relay.as_deref(), &outbox)?;
+    let status_map_file = s
+        .status_map
+        .map(|f| c.existing_file("smtp.status_map", &f))
+        .transpose()?;
+    let status_map = match &status_map_file {
         None => StatusMap::embedded(),
-        Some(f) => {
-            let path = c.existing_file("smtp.status_map", &f)?;
-            let text = std::fs::read_to_string(&path).map_err(|e| {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
                 c.err(
                     "smtp.status_map",
                     format!("cannot read '{}': {e}", path.display()),
@@ -535,6 +574,7 @@ fn smtp(c: &Checker, s: file::Smtp, first_local: Option<&String>) -> Result<Smtp
         helo: s.helo,
         direct_port: s.direct_port.unwrap_or(25),
         status_map,
+        status_map_file,
         timeout: c.seconds("smtp.timeout_secs", s.timeout_secs, 30.0)?,
         max_sessions_per_host: bounded(
             c,
@@ -728,6 +768,7 @@ fn senders(c: &Checker, s: file::Senders) -> Result<Senders, ConfigError> {
         ));
     }
     if let Some(secret) = &s.shared_secret {
+        c.secret("senders.shared_secret", secret)?;
         if secret.len() < 16 {
             return Err(c.err("senders.shared_secret", "must be at least 16 characters"));
         }
