@@ -82,6 +82,7 @@ fn to_file(c: &Config) -> File {
         },
         capabilities: file::Capabilities {
             administrator: c.administrator.clone(),
+            unreadable_retry_secs: Some(c.unreadable_capabilities_retry.as_secs_f64()),
         },
         imip: file::Imip {
             mode: Some(c.imip.mode.as_str().into()),

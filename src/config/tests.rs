@@ -205,6 +205,7 @@ dns_secs = 2.0
 
 [capabilities]
 administrator = "mailto:admin@example.com"
+unreadable_retry_secs = 90.0
 
 [imip]
 mode = "imip-only"
