@@ -45,6 +45,11 @@ enum Command {
         /// Log one JSON object per line instead of text.
         #[arg(long)]
         log_json: bool,
+        /// Take over from the running bridge without downtime: receive its
+        /// listening sockets on server.upgrade_sock once it gets SIGQUIT,
+        /// and use the store as soon as it lets go of it.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration and print a summary.
     Check {
@@ -161,7 +166,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, log_json } => serve(load(config.as_ref())?, log_json),
+        Command::Serve {
+            config,
+            log_json,
+            upgrade,
+        } => {
+            let start = if upgrade {
+                app::Start::Upgrade
+            } else {
+                app::Start::Fresh
+            };
+            serve(load(config.as_ref())?, log_json, start)
+        }
         Command::Check { config } => {
             let config = Config::load(&config)?;
             print!("{}", summary(&config));
@@ -198,7 +214,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
+fn serve(config: Config, log_json: bool, start: app::Start) -> anyhow::Result<ExitCode> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt()
@@ -210,29 +226,42 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
     } else {
         logs.init();
     }
-    let listen = config.server.listen.clone();
-    let tls = config.server.tls.clone();
-    tracing::info!(config = %config.source, listen = ?listen, tls = tls.len(), "starting");
-    let services = app::services(config).context("starting the bridge")?;
+    let server_config = config.server.clone();
+    let (listen, tls) = (&server_config.listen, &server_config.tls);
+    tracing::info!(config = %config.source, listen = ?listen, tls = tls.len(), upgrade = start == app::Start::Upgrade, "starting");
+    let services = app::services(config, start).context("starting the bridge")?;
 
+    let upgrade_sock = &server_config.upgrade_sock;
+    if let Some(dir) = upgrade_sock.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("server.upgrade_sock: creating {}", dir.display()))?;
+    }
     let conf = pingora::server::configuration::ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        // Scheduling requests are short: a restart need not wait minutes.
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(5),
+        upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
+        pid_file: server_config.pid_file.to_string_lossy().into_owned(),
+        grace_period_seconds: Some(server_config.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(server_config.shutdown_timeout.as_secs()),
         ..Default::default()
     };
-    let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: start == app::Start::Upgrade,
+        ..Default::default()
+    };
+    let mut server = pingora::server::Server::new_with_opt_and_conf(opt, conf);
+    // With --upgrade this waits for the old process's sockets (it sends
+    // them on SIGQUIT); Pingora exits if none come within about 5 s.
     server.bootstrap();
+    write_pid_file(&server_config.pid_file)?;
     let http = pingora::proxy::http_proxy(&server.configuration, services.http);
     let mut proxy = Service::new(
         "iSchedule HTTP".to_string(),
         Guarded::new(http, services.connections),
     );
-    for addr in &listen {
+    for addr in listen {
         proxy.add_tcp(&addr.to_string());
     }
-    for t in &tls {
+    for t in tls {
         proxy
             .add_tls(
                 &t.listen.to_string(),
@@ -249,9 +278,23 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
     }
     server.add_service(background_service("imip queue", services.worker));
     for listener in services.mail {
-        server.add_service(background_service("mail listener", listener));
+        server.add_service(listener.service());
     }
     server.run_forever()
+}
+
+/// Writes this process's id, replacing the file at once (a reader never
+/// sees it empty): after an upgrade it names the new process, which is
+/// how systemd's `PIDFile=` follows the service to it. Never removed on
+/// exit, since by then it may name the successor.
+fn write_pid_file(path: &std::path::Path) -> anyhow::Result<()> {
+    let context = || format!("server.pid_file: writing {}", path.display());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(context)?;
+    }
+    let partial = path.with_extension("pid.partial");
+    std::fs::write(&partial, format!("{}\n", std::process::id())).with_context(context)?;
+    std::fs::rename(&partial, path).with_context(context)
 }
 
 fn summary(config: &Config) -> String {
