@@ -229,6 +229,9 @@ fn serve(config: Config, log_json: bool, start: app::Start) -> anyhow::Result<Ex
     let server_config = config.server.clone();
     let (listen, tls) = (&server_config.listen, &server_config.tls);
     tracing::info!(config = %config.source, listen = ?listen, tls = tls.len(), upgrade = start == app::Start::Upgrade, "starting");
+    if start == app::Start::Fresh {
+        check_free(&config)?;
+    }
     let services = app::services(config, start).context("starting the bridge")?;
 
     let upgrade_sock = &server_config.upgrade_sock;
@@ -281,6 +284,38 @@ fn serve(config: Config, log_json: bool, start: app::Start) -> anyhow::Result<Ex
         server.add_service(listener.service());
     }
     server.run_forever()
+}
+
+/// Pingora binds the listeners only when their services start, and when
+/// an address is in use it retries for 30 s, then runs on without that
+/// listener. Started alone (not taking over from a running bridge, whose
+/// sockets these are), the bridge checks each address first, so that a
+/// port in use stops it at once with an error naming the key.
+fn check_free(config: &Config) -> anyhow::Result<()> {
+    let server = &config.server;
+    let mut listeners: Vec<(String, std::net::SocketAddr)> = server
+        .listen
+        .iter()
+        .map(|a| ("server.listen".to_string(), *a))
+        .collect();
+    for (i, t) in server.tls.iter().enumerate() {
+        listeners.push((format!("server.tls[{i}].listen"), t.listen));
+    }
+    let others = [
+        ("server.admin_listen", server.admin_listen),
+        ("mail.smtp_listen", config.mail.smtp_listen),
+        ("mail.lmtp_listen", config.mail.lmtp_listen),
+    ];
+    for (key, addr) in others {
+        if let Some(addr) = addr {
+            listeners.push((key.to_string(), addr));
+        }
+    }
+    for (key, addr) in listeners {
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("{key}: cannot listen on {addr}"))?;
+    }
+    Ok(())
 }
 
 /// Writes this process's id, replacing the file at once (a reader never

@@ -598,3 +598,48 @@ fn the_systemd_unit_verifies_and_follows_the_pid_file() {
     println!("systemd-analyze verify: {} {said}", out.status);
     assert!(out.status.success() && said.trim().is_empty(), "{said}");
 }
+
+/// Pingora binds when its services start and, while an address is in
+/// use, retries and then runs on without it; so a bridge starting alone
+/// checks its addresses first, and a mail port in use stops it at once.
+#[test]
+fn a_fresh_start_on_a_port_in_use_stops_naming_the_key() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let smtp = taken.local_addr().unwrap().port();
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(
+        dir.path().join("bridge.toml"),
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[mail]\nsmtp_listen = \"127.0.0.1:{smtp}\"\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ischedule-bridge"))
+        .args(["serve", "--config", "bridge.toml"])
+        .current_dir(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    assert!(
+        eventually(10, || child.0.try_wait().unwrap().is_some()),
+        "the bridge runs on although 127.0.0.1:{smtp} is taken"
+    );
+    let mut stderr = String::new();
+    child
+        .0
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "mail.smtp_listen: cannot listen on 127.0.0.1:{smtp}"
+        )),
+        "{stderr}"
+    );
+}
