@@ -15,6 +15,7 @@ use crate::proxy::admin::AdminApp;
 use crate::proxy::connections::ConnectionLimits;
 use crate::proxy::dkim_keys::KeyFetcher;
 use crate::proxy::forward::Forwarder;
+use crate::proxy::in_flight::InFlight;
 use crate::proxy::mail_listeners::MailApp;
 use crate::proxy::own_capabilities::OwnCapabilities;
 use crate::proxy::queue_worker::QueueWorker;
@@ -167,6 +168,10 @@ pub struct Services {
     pub admin: Option<(std::net::SocketAddr, AdminApp)>,
     pub worker: QueueWorker,
     pub mail: Vec<MailApp>,
+    /// What the HTTP connections, mail sessions and queue passes count in.
+    pub in_flight: InFlight,
+    /// The store, to be handed to the next process on an upgrade.
+    pub handover: Arc<Handover>,
 }
 
 /// How `serve` comes by its store.
@@ -187,23 +192,23 @@ pub fn services(config: Config, start: Start) -> Result<Services, StartError> {
         resolver: core.resolver.clone(),
         forwarder: core.forwarder.clone(),
     };
-    let (store, handover): (Arc<dyn Store>, _) = match start {
-        Start::Fresh => (open_store(&core.config)?, None),
-        Start::Upgrade => {
-            let server = &core.config.server;
-            let handover = Arc::new(Handover::new(
-                core.config.store_path.clone(),
-                server.handover_timeout,
-            ));
-            (handover.clone(), Some(handover))
-        }
-    };
+    // The redb store, wrapped so that an upgrade can hand it over.
+    let handover = Arc::new(match start {
+        Start::Fresh => Handover::open(core.config.store_path.clone())?,
+        Start::Upgrade => Handover::new(
+            core.config.store_path.clone(),
+            core.config.server.handover_timeout,
+        ),
+    });
+    let store: Arc<dyn Store> = handover.clone();
     let scheduling = scheduling_on(core, store)?;
     let scheduler = scheduling.scheduler.clone();
+    let in_flight = InFlight::default();
     let worker = QueueWorker {
         scheduler: scheduler.clone(),
         mailer: scheduling.mailer.clone(),
         purged_at: Default::default(),
+        in_flight: in_flight.clone(),
     };
     let mail_config = scheduler.config.clone();
     let listeners = [
@@ -216,8 +221,14 @@ pub fn services(config: Config, start: Start) -> Result<Services, StartError> {
         for (protocol, addr) in listeners {
             if let Some(addr) = addr {
                 mail.push(
-                    MailApp::new(protocol, addr, &mail_config, intake.clone())
-                        .map_err(StartError::MailTls)?,
+                    MailApp::new(
+                        protocol,
+                        addr,
+                        &mail_config,
+                        intake.clone(),
+                        in_flight.clone(),
+                    )
+                    .map_err(StartError::MailTls)?,
                 );
             }
         }
@@ -234,7 +245,7 @@ pub fn services(config: Config, start: Start) -> Result<Services, StartError> {
         let store = scheduler.store.clone();
         let app = AdminApp {
             store,
-            handover,
+            handover: Some(handover.clone()),
             listeners,
         };
         (addr, app)
@@ -249,5 +260,7 @@ pub fn services(config: Config, start: Start) -> Result<Services, StartError> {
         },
         worker,
         mail,
+        in_flight,
+        handover,
     })
 }

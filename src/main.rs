@@ -15,11 +15,12 @@ use ischedule_bridge::mail::inbound::xclient::Xclient;
 use ischedule_bridge::mail::outbound::queue_admin;
 use ischedule_bridge::proxy::connections::Guarded;
 use ischedule_bridge::proxy::forward::Forwarder;
+use ischedule_bridge::proxy::in_flight::InFlight;
 use ischedule_bridge::proxy::upstream::{Endpoint, Request};
 use ischedule_bridge::routing::explain::{self, ReceiverCheck};
 use ischedule_bridge::routing::Decision;
 use ischedule_bridge::smtp::{EnhancedStatus, SmtpReply};
-use ischedule_bridge::store::StoreError;
+use ischedule_bridge::store::{Handover, StoreError};
 use ischedule_bridge::{app, proxy::own_capabilities::OwnCapabilities};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
@@ -259,7 +260,7 @@ fn serve(config: Config, log_json: bool, start: app::Start) -> anyhow::Result<Ex
     let http = pingora::proxy::http_proxy(&server.configuration, services.http);
     let mut proxy = Service::new(
         "iSchedule HTTP".to_string(),
-        Guarded::new(http, services.connections),
+        Guarded::new(http, services.connections, services.in_flight.clone()),
     );
     for addr in listen {
         proxy.add_tcp(&addr.to_string());
@@ -283,7 +284,41 @@ fn serve(config: Config, log_json: bool, start: app::Start) -> anyhow::Result<Ex
     for listener in services.mail {
         server.add_service(listener.service());
     }
+    let phases = server.watch_execution_phase();
+    let (in_flight, handover) = (services.in_flight, services.handover);
+    let settle = server_config.drain();
+    std::thread::spawn(move || release_when_idle(phases, settle, &in_flight, &handover));
     server.run_forever()
+}
+
+/// Once the shutdown began (after SIGQUIT's 5 s of handing over, or on
+/// SIGTERM), closes the store as soon as no work is in progress, instead
+/// of when the grace period ends: a new process waits for it meanwhile.
+/// Work counts from when Pingora hands a connection over, after the
+/// accept (and a TLS handshake): `settle` first lets connections accepted
+/// just before the stop get there. (A TLS handshake slower than that can
+/// still find the store gone: its requests are answered as a store
+/// failure, 5.1, which the sender retries.)
+fn release_when_idle(
+    mut phases: tokio::sync::broadcast::Receiver<pingora::server::ExecutionPhase>,
+    settle: std::time::Duration,
+    in_flight: &InFlight,
+    handover: &Handover,
+) {
+    use pingora::server::ExecutionPhase;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match phases.blocking_recv() {
+            Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
+    std::thread::sleep(settle);
+    while in_flight.count() > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    handover.release();
 }
 
 /// Pingora binds the listeners only when their services start, and when

@@ -327,6 +327,26 @@ fn numbers_after(sink: &SmtpSink, marker: &str) -> BTreeSet<usize> {
     found
 }
 
+/// Seconds since midnight UTC, as the bridge's log lines start
+/// (`2026-12-03T07:12:00.123456Z`).
+fn seconds_of_day(t: std::time::SystemTime) -> f64 {
+    let since = t.duration_since(std::time::UNIX_EPOCH).unwrap();
+    (since.as_secs() % 86_400) as f64 + f64::from(since.subsec_micros()) / 1e6
+}
+
+/// When the first log line containing `needle` was written.
+fn log_time(log: &str, needle: &str) -> Option<f64> {
+    let line = log.lines().find(|l| l.contains(needle))?;
+    let clock = line.split('T').nth(1)?.split('Z').next()?;
+    let mut parts = clock.split(':');
+    let (h, m, s): (f64, f64, f64) = (
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+        parts.next()?.parse().ok()?,
+    );
+    Some(h * 3600.0 + m * 60.0 + s)
+}
+
 fn pid_in(file: &Path) -> Option<u32> {
     fs::read_to_string(file).ok()?.trim().parse().ok()
 }
@@ -403,6 +423,7 @@ fn an_upgrade_under_load_fails_no_request_and_refuses_no_mail() {
         .expect("kill");
     assert!(quit.success());
     let upgraded = Instant::now();
+    let quit_at = seconds_of_day(std::time::SystemTime::now());
     tally.phase.store(1, Ordering::SeqCst);
 
     // The readiness probe while both run: whoever accepts answers.
@@ -423,6 +444,14 @@ fn an_upgrade_under_load_fails_no_request_and_refuses_no_mail() {
     };
     let old_lasted = upgraded.elapsed();
     tally.phase.store(2, Ordering::SeqCst);
+    // The new process takes the store as soon as the old one let go.
+    let ready_in = Instant::now();
+    assert!(
+        eventually(10, || get(admin, "/readyz")
+            .is_some_and(|r| r.status == 200)),
+        "the new bridge never got ready"
+    );
+    let ready_in = ready_in.elapsed();
     thread::sleep(Duration::from_secs(3));
     tally.stop.store(true, Ordering::SeqCst);
     for t in load {
@@ -456,7 +485,14 @@ fn an_upgrade_under_load_fails_no_request_and_refuses_no_mail() {
         failures.len(),
         refusals.len()
     );
-    println!("/readyz while both ran: {readiness:?}");
+    println!("/readyz while both ran: {readiness:?}; 200 from the new bridge {:.2} s after the old one exited", ready_in.as_secs_f64());
+    let released = log_time(&old.log(), "store released for the next process");
+    let taken = log_time(&new_log(), "store taken over from the previous process");
+    println!(
+        "store released by the old bridge {} s and taken over by the new one {} s after SIGQUIT",
+        released.map_or("?".into(), |t| format!("{:.1}", t - quit_at)),
+        taken.map_or("?".into(), |t| format!("{:.1}", t - quit_at)),
+    );
     for f in failures.iter().chain(&refusals).take(10) {
         println!("  {f}");
     }
@@ -498,6 +534,14 @@ fn an_upgrade_under_load_fails_no_request_and_refuses_no_mail() {
             );
         }
     }
+    // The old process let go of the store once its work was done, before
+    // its grace period ran out: the new one had it before the old exited.
+    let taken = taken.expect("the new bridge logs when it took the store") - quit_at;
+    assert!(
+        released.is_some() && taken < old_lasted.as_secs_f64(),
+        "store taken {taken:.1} s after SIGQUIT, the old bridge exited after {old_lasted:?}\n{}",
+        old.log()
+    );
     // The new process serves, holds the store and says it is ready.
     assert_eq!(
         pid_in(&pid_file),

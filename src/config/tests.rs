@@ -143,10 +143,11 @@ fn upgrade_keys_default_beside_the_state_and_are_checked() {
     let s = &c.server;
     assert_eq!(s.upgrade_sock, Path::new("/var/lib/bridge/upgrade.sock"));
     assert_eq!(s.pid_file, Path::new("/var/lib/bridge/bridge.pid"));
-    assert_eq!(s.grace_period, Duration::from_secs(1));
+    assert_eq!(s.grace_period, Duration::from_secs(5));
     assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
-    // 5 s handing over, 1 s grace, 5 s stopping, and a margin.
-    assert_eq!(s.handover_timeout, Duration::from_secs(21));
+    assert_eq!(s.drain(), Duration::from_secs(1));
+    // 5 s handing over, 5 s grace, 5 s stopping, and a margin.
+    assert_eq!(s.handover_timeout, Duration::from_secs(25));
 
     let c =
         parse("[server]\nupgrade_sock = \"/run/b/u.sock\"\npid_file = \"/run/b/pid\"\n").unwrap();

@@ -687,7 +687,7 @@ fn server(c: &Checker, s: file::Server, state: &Path) -> Result<Server, ConfigEr
     let pid_file = s
         .pid_file
         .map_or_else(|| state.join("bridge.pid"), |p| c.base.join(p));
-    let grace_period = bounded(c, "server.grace_period_secs", s.grace_period_secs, 1, 3600)?;
+    let grace_period = bounded(c, "server.grace_period_secs", s.grace_period_secs, 5, 3600)?;
     let shutdown_timeout = bounded(
         c,
         "server.shutdown_timeout_secs",

@@ -71,6 +71,9 @@ impl AdminApp {
             // Asked without waiting: a probe must not wait for the handover.
             match tokio::task::spawn_blocking(move || handover.state()).await {
                 Ok(Ok(HandoverState::Open)) => {}
+                Ok(Ok(HandoverState::Released)) => {
+                    return Some("store: handed over to the new process".into())
+                }
                 Ok(Ok(HandoverState::Waiting { waited, timeout })) => {
                     return Some(format!(
                     "store: waiting for the previous process to let go of it ({} of at most {} s)",

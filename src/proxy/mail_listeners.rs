@@ -26,11 +26,13 @@ use tokio_rustls::rustls;
 use crate::config::Config;
 use crate::mail::inbound::intake::Intake;
 use crate::mail::inbound::listener::{Connections, Limits, Listener, Protocol};
+use crate::proxy::in_flight::InFlight;
 
 /// One mail listener: its address and the protocol server behind it.
 pub struct MailApp {
     addr: SocketAddr,
     listener: Listener,
+    in_flight: InFlight,
 }
 
 impl MailApp {
@@ -39,6 +41,7 @@ impl MailApp {
         addr: SocketAddr,
         config: &Config,
         intake: Arc<Intake>,
+        in_flight: InFlight,
     ) -> std::io::Result<MailApp> {
         let tls = match (&config.mail.tls, protocol) {
             (Some((cert, key)), Protocol::Smtp) => Some(acceptor(cert, key)?),
@@ -49,9 +52,9 @@ impl MailApp {
             max_recipients: config.mail.max_recipients,
             session_timeout: config.mail.session_timeout,
             max_commands: config.mail.max_commands,
-            // Half the grace period: a client that connected just before
-            // the stop still gets its mail in before the runtime ends.
-            stop_drain: config.server.grace_period / 2,
+            // A client that connected just before the stop still gets its
+            // mail in.
+            stop_drain: config.server.drain(),
             ..Limits::default()
         };
         let connections = Connections {
@@ -62,6 +65,7 @@ impl MailApp {
         Ok(MailApp {
             addr,
             listener: Listener::new(protocol, limits, connections, hostname, tls, intake),
+            in_flight,
         })
     }
 
@@ -103,6 +107,7 @@ impl ServerApp for MailApp {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _busy = self.in_flight.enter();
         let Some(client) = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied())

@@ -51,6 +51,10 @@ pub enum StoreError {
         path: PathBuf,
         timeout: std::time::Duration,
     },
+    /// This process handed the file to the next one (an upgrade) and
+    /// does no more work on it.
+    #[error("state database {} has been handed over to the new bridge process", path.display())]
+    HandedOver { path: PathBuf },
     /// The file exists but is not a usable database (wrong format, I/O).
     #[error("cannot open state database {}", path.display())]
     Open {
