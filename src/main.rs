@@ -294,6 +294,10 @@ fn serve(config: Config, log_json: bool, start: app::Start) -> anyhow::Result<Ex
 /// Once the shutdown began (after SIGQUIT's 5 s of handing over, or on
 /// SIGTERM), closes the store as soon as no work is in progress, instead
 /// of when the grace period ends: a new process waits for it meanwhile.
+/// Pingora drops a service's state once its connections are gone, but an
+/// idle kept-alive connection to the admin listener (a metrics scraper)
+/// keeps the admin app, and with it the store, until the process exits;
+/// so the store is closed here rather than left to the last owner.
 /// Work counts from when Pingora hands a connection over, after the
 /// accept (and a TLS handshake): `settle` first lets connections accepted
 /// just before the stop get there. (A TLS handshake slower than that can

@@ -400,6 +400,16 @@ fn an_upgrade_under_load_fails_no_request_and_refuses_no_mail() {
         .collect();
     thread::sleep(Duration::from_secs(2));
 
+    // A monitoring client keeping its admin connection open (as a
+    // Prometheus scraper does): it must not keep the old process's store.
+    let mut scraper = connect(admin).unwrap();
+    scraper
+        .get_mut()
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .unwrap();
+    let (metrics, kept) = read_response(&mut scraper).unwrap();
+    assert!(metrics.status == 200 && kept, "{}", metrics.text());
+
     // What systemd's ExecReload does: the new process, then SIGQUIT.
     let new_log = fs::File::create(dir.join("bridge-new.log")).unwrap();
     let new = Command::new(env!("CARGO_BIN_EXE_ischedule-bridge"))
@@ -534,8 +544,10 @@ fn an_upgrade_under_load_fails_no_request_and_refuses_no_mail() {
             );
         }
     }
+    drop(scraper);
     // The old process let go of the store once its work was done, before
-    // its grace period ran out: the new one had it before the old exited.
+    // its grace period ran out, idle admin connection or not: the new one
+    // had it before the old exited.
     let taken = taken.expect("the new bridge logs when it took the store") - quit_at;
     assert!(
         released.is_some() && taken < old_lasted.as_secs_f64(),
