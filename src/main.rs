@@ -301,8 +301,8 @@ fn serve(config: Config, log_json: bool, start: app::Start) -> anyhow::Result<Ex
 /// Work counts from when Pingora hands a connection over, after the
 /// accept (and a TLS handshake): `settle` first lets connections accepted
 /// just before the stop get there. (A TLS handshake slower than that can
-/// still find the store gone: its requests are answered as a store
-/// failure, 5.1, which the sender retries.)
+/// still find the store gone: its store operations then fail with
+/// `StoreError::HandedOver`, as if the store were down.)
 fn release_when_idle(
     mut phases: tokio::sync::broadcast::Receiver<pingora::server::ExecutionPhase>,
     settle: std::time::Duration,

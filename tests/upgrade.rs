@@ -410,6 +410,18 @@ fn an_upgrade_under_load_fails_no_request_and_refuses_no_mail() {
     let (metrics, kept) = read_response(&mut scraper).unwrap();
     assert!(metrics.status == 200 && kept, "{}", metrics.text());
 
+    // A calendar server's pooled connection, idle after one request: the
+    // old process closes it after the drain, or its work would never end.
+    let mut pooled = connect(port).unwrap();
+    pooled
+        .get_mut()
+        .write_all(
+            b"GET /.well-known/ischedule?action=capabilities HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+        )
+        .unwrap();
+    let (caps, kept) = read_response(&mut pooled).unwrap();
+    assert!(caps.status == 200 && kept, "{}", caps.text());
+
     // What systemd's ExecReload does: the new process, then SIGQUIT.
     let new_log = fs::File::create(dir.join("bridge-new.log")).unwrap();
     let new = Command::new(env!("CARGO_BIN_EXE_ischedule-bridge"))
@@ -545,6 +557,12 @@ fn an_upgrade_under_load_fails_no_request_and_refuses_no_mail() {
         }
     }
     drop(scraper);
+    let mut rest = Vec::new();
+    let closed = pooled.read_to_end(&mut rest);
+    assert!(
+        matches!(closed, Ok(0)),
+        "the idle pooled connection was not closed: {closed:?} {rest:?}"
+    );
     // The old process let go of the store once its work was done, before
     // its grace period ran out, idle admin connection or not: the new one
     // had it before the old exited.
