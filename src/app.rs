@@ -15,14 +15,15 @@ use crate::proxy::admin::AdminApp;
 use crate::proxy::connections::ConnectionLimits;
 use crate::proxy::dkim_keys::KeyFetcher;
 use crate::proxy::forward::Forwarder;
-use crate::proxy::mail_listeners::MailListenerService;
+use crate::proxy::in_flight::InFlight;
+use crate::proxy::mail_listeners::MailApp;
 use crate::proxy::own_capabilities::OwnCapabilities;
 use crate::proxy::queue_worker::QueueWorker;
 use crate::proxy::service::BridgeService;
 use crate::proxy::upstream::Upstream;
 use crate::routing::Router;
 use crate::scheduling::Scheduler;
-use crate::store::{RedbStore, Store, StoreError};
+use crate::store::{Handover, RedbStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -34,6 +35,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("outbound mail: {0}")]
     Mail(#[source] TransportError),
+    #[error("mail.tls_cert, mail.tls_key: {0}")]
+    MailTls(#[source] std::io::Error),
     #[error("mail.next_hop: {0}")]
     NextHop(#[source] TransportError),
     #[error("sender authentication: {0}")]
@@ -85,11 +88,12 @@ pub struct Scheduling {
 }
 
 pub fn scheduling(config: Config) -> Result<Scheduling, StartError> {
-    scheduling_on(Core::new(config)?)
+    let core = Core::new(config)?;
+    let store = open_store(&core.config)?;
+    scheduling_on(core, store)
 }
 
-fn scheduling_on(core: Core) -> Result<Scheduling, StartError> {
-    let store = open_store(&core.config)?;
+fn scheduling_on(core: Core, store: Arc<dyn Store>) -> Result<Scheduling, StartError> {
     let smtp = &core.config.smtp;
     let transport = Transport::new(
         smtp.route.clone(),
@@ -163,10 +167,24 @@ pub struct Services {
     /// The admin listener's address and application, when configured.
     pub admin: Option<(std::net::SocketAddr, AdminApp)>,
     pub worker: QueueWorker,
-    pub mail: Vec<MailListenerService>,
+    pub mail: Vec<MailApp>,
+    /// What the HTTP connections, mail sessions and queue passes count in.
+    pub in_flight: InFlight,
+    /// The store, to be handed to the next process on an upgrade.
+    pub handover: Arc<Handover>,
 }
 
-pub fn services(config: Config) -> Result<Services, StartError> {
+/// How `serve` comes by its store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Alone: the store must be free now.
+    Fresh,
+    /// Taking over from a running bridge (`--upgrade`): the store is
+    /// opened once the old process lets go (see [`Handover`]).
+    Upgrade,
+}
+
+pub fn services(config: Config, start: Start) -> Result<Services, StartError> {
     let own = OwnCapabilities::from_config(&config);
     let core = Core::new(config)?;
     let keys = KeyFetcher {
@@ -174,12 +192,23 @@ pub fn services(config: Config) -> Result<Services, StartError> {
         resolver: core.resolver.clone(),
         forwarder: core.forwarder.clone(),
     };
-    let scheduling = scheduling_on(core)?;
+    // The redb store, wrapped so that an upgrade can hand it over.
+    let handover = Arc::new(match start {
+        Start::Fresh => Handover::open(core.config.store_path.clone())?,
+        Start::Upgrade => Handover::new(
+            core.config.store_path.clone(),
+            core.config.server.handover_timeout,
+        ),
+    });
+    let store: Arc<dyn Store> = handover.clone();
+    let scheduling = scheduling_on(core, store)?;
     let scheduler = scheduling.scheduler.clone();
+    let in_flight = InFlight::default();
     let worker = QueueWorker {
         scheduler: scheduler.clone(),
         mailer: scheduling.mailer.clone(),
         purged_at: Default::default(),
+        in_flight: in_flight.clone(),
     };
     let mail_config = scheduler.config.clone();
     let listeners = [
@@ -191,12 +220,16 @@ pub fn services(config: Config) -> Result<Services, StartError> {
         let intake = Arc::new(intake(&scheduling)?);
         for (protocol, addr) in listeners {
             if let Some(addr) = addr {
-                mail.push(MailListenerService::bind(
-                    protocol,
-                    addr,
-                    &mail_config,
-                    intake.clone(),
-                )?);
+                mail.push(
+                    MailApp::new(
+                        protocol,
+                        addr,
+                        &mail_config,
+                        intake.clone(),
+                        in_flight.clone(),
+                    )
+                    .map_err(StartError::MailTls)?,
+                );
             }
         }
     }
@@ -210,7 +243,12 @@ pub fn services(config: Config) -> Result<Services, StartError> {
             .chain(listeners.iter().filter_map(|(_, a)| *a))
             .collect();
         let store = scheduler.store.clone();
-        (addr, AdminApp { store, listeners })
+        let app = AdminApp {
+            store,
+            handover: Some(handover.clone()),
+            listeners,
+        };
+        (addr, app)
     });
     Ok(Services {
         connections: ConnectionLimits::new(&scheduler.config.server),
@@ -222,5 +260,7 @@ pub fn services(config: Config) -> Result<Services, StartError> {
         },
         worker,
         mail,
+        in_flight,
+        handover,
     })
 }

@@ -15,11 +15,12 @@ use ischedule_bridge::mail::inbound::xclient::Xclient;
 use ischedule_bridge::mail::outbound::queue_admin;
 use ischedule_bridge::proxy::connections::Guarded;
 use ischedule_bridge::proxy::forward::Forwarder;
+use ischedule_bridge::proxy::in_flight::InFlight;
 use ischedule_bridge::proxy::upstream::{Endpoint, Request};
 use ischedule_bridge::routing::explain::{self, ReceiverCheck};
 use ischedule_bridge::routing::Decision;
 use ischedule_bridge::smtp::{EnhancedStatus, SmtpReply};
-use ischedule_bridge::store::StoreError;
+use ischedule_bridge::store::{Handover, StoreError};
 use ischedule_bridge::{app, proxy::own_capabilities::OwnCapabilities};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
@@ -45,6 +46,11 @@ enum Command {
         /// Log one JSON object per line instead of text.
         #[arg(long)]
         log_json: bool,
+        /// Take over from the running bridge without downtime: receive its
+        /// listening sockets on server.upgrade_sock once it gets SIGQUIT,
+        /// and use the store as soon as it lets go of it.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a configuration, print a summary, then the effective
     /// configuration (every key, defaults filled in, secrets redacted).
@@ -162,7 +168,18 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve { config, log_json } => serve(load(config.as_ref())?, log_json),
+        Command::Serve {
+            config,
+            log_json,
+            upgrade,
+        } => {
+            let start = if upgrade {
+                app::Start::Upgrade
+            } else {
+                app::Start::Fresh
+            };
+            serve(load(config.as_ref())?, log_json, start)
+        }
         Command::Check { config } => {
             let config = Config::load(&config)?;
             print!("{}", summary(&config));
@@ -200,7 +217,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
+fn serve(config: Config, log_json: bool, start: app::Start) -> anyhow::Result<ExitCode> {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
     let logs = tracing_subscriber::fmt()
@@ -212,29 +229,45 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
     } else {
         logs.init();
     }
-    let listen = config.server.listen.clone();
-    let tls = config.server.tls.clone();
-    tracing::info!(config = %config.source, listen = ?listen, tls = tls.len(), "starting");
-    let services = app::services(config).context("starting the bridge")?;
+    let server_config = config.server.clone();
+    let (listen, tls) = (&server_config.listen, &server_config.tls);
+    tracing::info!(config = %config.source, listen = ?listen, tls = tls.len(), upgrade = start == app::Start::Upgrade, "starting");
+    if start == app::Start::Fresh {
+        check_free(&config)?;
+    }
+    let services = app::services(config, start).context("starting the bridge")?;
 
+    let upgrade_sock = &server_config.upgrade_sock;
+    if let Some(dir) = upgrade_sock.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("server.upgrade_sock: creating {}", dir.display()))?;
+    }
     let conf = pingora::server::configuration::ServerConf {
         threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        // Scheduling requests are short: a restart need not wait minutes.
-        grace_period_seconds: Some(1),
-        graceful_shutdown_timeout_seconds: Some(5),
+        upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
+        pid_file: server_config.pid_file.to_string_lossy().into_owned(),
+        grace_period_seconds: Some(server_config.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(server_config.shutdown_timeout.as_secs()),
         ..Default::default()
     };
-    let mut server = pingora::server::Server::new_with_opt_and_conf(None, conf);
+    let opt = pingora::server::configuration::Opt {
+        upgrade: start == app::Start::Upgrade,
+        ..Default::default()
+    };
+    let mut server = pingora::server::Server::new_with_opt_and_conf(opt, conf);
+    // With --upgrade this waits for the old process's sockets (it sends
+    // them on SIGQUIT); Pingora exits if none come within about 5 s.
     server.bootstrap();
+    write_pid_file(&server_config.pid_file)?;
     let http = pingora::proxy::http_proxy(&server.configuration, services.http);
     let mut proxy = Service::new(
         "iSchedule HTTP".to_string(),
-        Guarded::new(http, services.connections),
+        Guarded::new(http, services.connections, services.in_flight.clone()),
     );
-    for addr in &listen {
+    for addr in listen {
         proxy.add_tcp(&addr.to_string());
     }
-    for t in &tls {
+    for t in tls {
         proxy
             .add_tls(
                 &t.listen.to_string(),
@@ -251,9 +284,93 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
     }
     server.add_service(background_service("imip queue", services.worker));
     for listener in services.mail {
-        server.add_service(background_service("mail listener", listener));
+        server.add_service(listener.service());
     }
+    let phases = server.watch_execution_phase();
+    let (in_flight, handover) = (services.in_flight, services.handover);
+    let settle = server_config.drain();
+    std::thread::spawn(move || release_when_idle(phases, settle, &in_flight, &handover));
     server.run_forever()
+}
+
+/// Once the shutdown began (after SIGQUIT's 5 s of handing over, or on
+/// SIGTERM), closes the store as soon as no work is in progress, instead
+/// of when the grace period ends: a new process waits for it meanwhile.
+/// Pingora drops a service's state once its connections are gone, but an
+/// idle kept-alive connection to the admin listener (a metrics scraper)
+/// keeps the admin app, and with it the store, until the process exits;
+/// so the store is closed here rather than left to the last owner.
+/// Work counts from when Pingora hands a connection over, after the
+/// accept (and a TLS handshake): `settle` first lets connections accepted
+/// just before the stop get there. (A TLS handshake slower than that can
+/// still find the store gone: its store operations then fail with
+/// `StoreError::HandedOver`, as if the store were down.)
+fn release_when_idle(
+    mut phases: tokio::sync::broadcast::Receiver<pingora::server::ExecutionPhase>,
+    settle: std::time::Duration,
+    in_flight: &InFlight,
+    handover: &Handover,
+) {
+    use pingora::server::ExecutionPhase;
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match phases.blocking_recv() {
+            Ok(ExecutionPhase::ShutdownGracePeriod) => break,
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+    }
+    std::thread::sleep(settle);
+    while in_flight.count() > 0 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    handover.release();
+}
+
+/// Pingora binds the listeners only when their services start, and when
+/// an address is in use it retries for 30 s, then runs on without that
+/// listener. Started alone (not taking over from a running bridge, whose
+/// sockets these are), the bridge checks each address first, so that a
+/// port in use stops it at once with an error naming the key.
+fn check_free(config: &Config) -> anyhow::Result<()> {
+    let server = &config.server;
+    let mut listeners: Vec<(String, std::net::SocketAddr)> = server
+        .listen
+        .iter()
+        .map(|a| ("server.listen".to_string(), *a))
+        .collect();
+    for (i, t) in server.tls.iter().enumerate() {
+        listeners.push((format!("server.tls[{i}].listen"), t.listen));
+    }
+    let others = [
+        ("server.admin_listen", server.admin_listen),
+        ("mail.smtp_listen", config.mail.smtp_listen),
+        ("mail.lmtp_listen", config.mail.lmtp_listen),
+    ];
+    for (key, addr) in others {
+        if let Some(addr) = addr {
+            listeners.push((key.to_string(), addr));
+        }
+    }
+    for (key, addr) in listeners {
+        std::net::TcpListener::bind(addr)
+            .with_context(|| format!("{key}: cannot listen on {addr}"))?;
+    }
+    Ok(())
+}
+
+/// Writes this process's id, replacing the file at once (a reader never
+/// sees it empty): after an upgrade it names the new process, which is
+/// how systemd's `PIDFile=` follows the service to it. Never removed on
+/// exit, since by then it may name the successor.
+fn write_pid_file(path: &std::path::Path) -> anyhow::Result<()> {
+    let context = || format!("server.pid_file: writing {}", path.display());
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(context)?;
+    }
+    let partial = path.with_extension("pid.partial");
+    std::fs::write(&partial, format!("{}\n", std::process::id())).with_context(context)?;
+    std::fs::rename(&partial, path).with_context(context)
 }
 
 fn summary(config: &Config) -> String {

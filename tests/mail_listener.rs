@@ -107,7 +107,7 @@ impl Delivery for Recorder {
 struct Server {
     port: u16,
     delivery: Arc<Recorder>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     done: Option<std::sync::mpsc::Receiver<()>>,
     /// Runs the listener; dropped with the server, which ends what is left.
     _rt: tokio::runtime::Runtime,
@@ -147,28 +147,35 @@ impl Server {
             .expect("bind 127.0.0.1:0");
         let port = tcp.local_addr().unwrap().port();
         let delivery = Arc::new(Recorder::default());
-        let listener = Listener::new(
+        let listener = Arc::new(Listener::new(
             options.protocol,
             options.limits,
+            Connections {
+                total: options.max_connections,
+                per_client: options.max_connections,
+            },
             HOST.to_owned(),
             options.tls,
             delivery.clone(),
-        );
-        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        ));
+        let (shutdown, stop) = tokio::sync::watch::channel(false);
         let (done_tx, done) = std::sync::mpsc::channel();
+        // The listener serves connections; accepting them is its owner's
+        // business (Pingora's in the bridge): here a plain accept loop.
         rt.spawn(async move {
-            listener
-                .serve(
-                    tcp,
-                    Connections {
-                        total: options.max_connections,
-                        per_client: options.max_connections,
-                    },
-                    async {
-                        let _ = stop.await;
-                    },
-                )
-                .await;
+            let mut sessions = tokio::task::JoinSet::new();
+            let mut stopping = stop.clone();
+            loop {
+                tokio::select! {
+                    _ = stopping.wait_for(|&s| s) => break,
+                    Ok((tcp, client)) = tcp.accept() => {
+                        let (listener, stop) = (listener.clone(), stop.clone());
+                        sessions.spawn(async move { listener.serve_connection(tcp, client, stop).await });
+                    }
+                }
+            }
+            drop(tcp);
+            while sessions.join_next().await.is_some() {}
             let _ = done_tx.send(());
         });
         Server {
@@ -180,14 +187,15 @@ impl Server {
         }
     }
 
-    /// Resolves the shutdown future and waits (at most 10 s) for `serve` to return.
+    /// Tells the listener to stop, stops accepting and waits (at most
+    /// 10 s) for the sessions to end.
     fn stop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+            let _ = shutdown.send(true);
         }
         if let Some(done) = self.done.take() {
             done.recv_timeout(Duration::from_secs(10))
-                .expect("serve returns after shutdown");
+                .expect("the sessions end after shutdown");
         }
     }
 
@@ -258,7 +266,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
+            let _ = shutdown.send(true);
         }
     }
 }

@@ -129,6 +129,11 @@ fn server(s: &super::Server) -> file::Server {
         max_connections: Some(s.max_connections as u64),
         max_connections_per_client: Some(s.max_connections_per_client as u64),
         header_timeout_secs: Some(s.header_timeout.as_secs_f64()),
+        upgrade_sock: Some(path(&s.upgrade_sock)),
+        pid_file: Some(path(&s.pid_file)),
+        grace_period_secs: Some(s.grace_period.as_secs()),
+        shutdown_timeout_secs: Some(s.shutdown_timeout.as_secs()),
+        handover_timeout_secs: Some(s.handover_timeout.as_secs()),
     }
 }
 

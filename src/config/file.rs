@@ -73,6 +73,11 @@ pub struct Server {
     pub max_connections: Option<u64>,
     pub max_connections_per_client: Option<u64>,
     pub header_timeout_secs: Option<f64>,
+    pub upgrade_sock: Option<String>,
+    pub pid_file: Option<String>,
+    pub grace_period_secs: Option<u64>,
+    pub shutdown_timeout_secs: Option<u64>,
+    pub handover_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]

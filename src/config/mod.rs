@@ -277,6 +277,34 @@ pub struct Server {
     pub header_timeout: Duration,
     /// Metrics and health checks (`proxy::admin`); none without it.
     pub admin_listen: Option<SocketAddr>,
+    /// Zero-downtime upgrade (`serve --upgrade`): the Unix socket the old
+    /// process hands its listening sockets over on.
+    pub upgrade_sock: PathBuf,
+    /// Where `serve` writes its process id (systemd's `PIDFile=` follows
+    /// the new process through it).
+    pub pid_file: PathBuf,
+    /// After SIGQUIT or SIGTERM (and the upgrade's fixed 5 s of handing
+    /// over): how long requests and mail sessions in progress may go on
+    /// (an upper bound: an old process hands the store over as soon as it
+    /// has no work in progress).
+    pub grace_period: Duration,
+    /// Then how long the runtimes get to stop (Pingora's
+    /// `graceful_shutdown_timeout_seconds`: work on blocking threads,
+    /// such as a store commit, is waited for this long).
+    pub shutdown_timeout: Duration,
+    /// How long, in a process started with `--upgrade`, store operations
+    /// wait for the old process to let go of the redb state file.
+    pub handover_timeout: Duration,
+}
+
+impl Server {
+    /// After a stop, how long an idle connection (a kept-alive HTTP one,
+    /// an SMTP session between commands) may still begin a request or a
+    /// command: a client may have sent it already. Half the grace period,
+    /// at most 1 s; then it is closed so the process can finish.
+    pub fn drain(&self) -> Duration {
+        (self.grace_period / 2).min(Duration::from_secs(1))
+    }
 }
 
 #[derive(Debug, Clone)]

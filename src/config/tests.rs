@@ -163,6 +163,11 @@ admin_listen = "127.0.0.1:18010"
 max_connections = 500
 max_connections_per_client = 50
 header_timeout_secs = 2.5
+upgrade_sock = "{dir}/up.sock"
+pid_file = "{dir}/bridge.pid"
+grace_period_secs = 3
+shutdown_timeout_secs = 4
+handover_timeout_secs = 40
 
 [[server.tls]]
 listen = "127.0.0.1:18443"
@@ -475,4 +480,33 @@ mode = "imip-only"
         assert_eq!(back.server.origin, None);
         assert_eq!(back.senders.shared_secret, None);
     }
+}
+
+#[test]
+fn upgrade_keys_default_beside_the_state_and_are_checked() {
+    let c = parse("[store]\npath = \"/var/lib/bridge\"\n").unwrap();
+    let s = &c.server;
+    assert_eq!(s.upgrade_sock, Path::new("/var/lib/bridge/upgrade.sock"));
+    assert_eq!(s.pid_file, Path::new("/var/lib/bridge/bridge.pid"));
+    assert_eq!(s.grace_period, Duration::from_secs(5));
+    assert_eq!(s.shutdown_timeout, Duration::from_secs(5));
+    assert_eq!(s.drain(), Duration::from_secs(1));
+    // 5 s handing over, 5 s grace, 5 s stopping, and a margin.
+    assert_eq!(s.handover_timeout, Duration::from_secs(25));
+
+    let c =
+        parse("[server]\nupgrade_sock = \"/run/b/u.sock\"\npid_file = \"/run/b/pid\"\n").unwrap();
+    assert_eq!(c.server.upgrade_sock, Path::new("/run/b/u.sock"));
+    assert_eq!(c.server.pid_file, Path::new("/run/b/pid"));
+
+    let long = format!("[server]\nupgrade_sock = \"/{}\"\n", "s".repeat(120));
+    let e = parse(&long).unwrap_err();
+    assert_eq!(e.key, "server.upgrade_sock", "{e}");
+    assert!(e.why.contains("at most 107"), "{e}");
+
+    let e = parse("[server]\ngrace_period_secs = 10\nhandover_timeout_secs = 15\n").unwrap_err();
+    assert_eq!(e.key, "server.handover_timeout_secs", "{e}");
+    assert!(e.why.contains("20 s"), "{e}");
+    let e = parse("[server]\ngrace_period_secs = 0\n").unwrap_err();
+    assert_eq!(e.key, "server.grace_period_secs", "{e}");
 }

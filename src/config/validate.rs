@@ -33,6 +33,10 @@ pub struct ConfigError {
 const DEFAULT_LISTEN: &str = "127.0.0.1:8008";
 const DEFAULT_PATH: &str = "/ischedule";
 const DEFAULT_SECRET_HEADER: &str = "X-Bridge-Secret";
+/// During an upgrade the old process goes on accepting for this long after
+/// it handed its listening sockets over (a constant of the HTTP framework),
+/// so both serve at once before it starts its grace period.
+pub const OLD_PROCESS_ACCEPTS_SECS: u64 = 5;
 
 /// Collects the file name once so each check only says key and reason.
 struct Checker<'a> {
@@ -288,7 +292,10 @@ fn bounded(
 
 pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigError> {
     let c = Checker { source, base };
-    let server = server(&c, raw.server)?;
+    let store_path = c
+        .base
+        .join(raw.store.path.unwrap_or_else(|| "state".into()));
+    let server = server(&c, raw.server, &store_path)?;
     let dns = dns(&c, raw.dns)?;
     let tls = Tls {
         ca_file: raw
@@ -342,9 +349,6 @@ pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigEr
     let imip = imip(&c, raw.imip, &smtp)?;
     let queue = queue(&c, raw.queue)?;
     let idempotency_window = Duration::from_secs(raw.idempotency.window_secs.unwrap_or(86_400));
-    let store_path = c
-        .base
-        .join(raw.store.path.unwrap_or_else(|| "state".into()));
     let mail = mail(&c, raw.mail, &imip)?;
     let dkim = dkim(&c, raw.dkim)?;
     Ok(Config {
@@ -654,7 +658,7 @@ fn queue(c: &Checker, q: file::Queue) -> Result<Queue, ConfigError> {
     })
 }
 
-fn server(c: &Checker, s: file::Server) -> Result<Server, ConfigError> {
+fn server(c: &Checker, s: file::Server, state: &Path) -> Result<Server, ConfigError> {
     let listen = s
         .listen
         .map(file::OneOrMany::into_vec)
@@ -710,6 +714,54 @@ fn server(c: &Checker, s: file::Server) -> Result<Server, ConfigError> {
         .admin_listen
         .map(|a| c.socket("server.admin_listen", &a))
         .transpose()?;
+    // Beside the state by default: a directory the bridge owns and writes
+    // anyway (systemd's StateDirectory=), unlike a shared /tmp.
+    let upgrade_sock = s
+        .upgrade_sock
+        .map_or_else(|| state.join("upgrade.sock"), |p| c.base.join(p));
+    // sun_path holds 108 bytes with the terminating NUL.
+    let sock_len = upgrade_sock.as_os_str().len();
+    if sock_len > 107 {
+        return Err(c.err(
+            "server.upgrade_sock",
+            format!(
+                "'{}' is {sock_len} bytes, a Unix socket path may have at most 107: give a shorter one",
+                upgrade_sock.display()
+            ),
+        ));
+    }
+    let pid_file = s
+        .pid_file
+        .map_or_else(|| state.join("bridge.pid"), |p| c.base.join(p));
+    let grace_period = bounded(c, "server.grace_period_secs", s.grace_period_secs, 5, 3600)?;
+    let shutdown_timeout = bounded(
+        c,
+        "server.shutdown_timeout_secs",
+        s.shutdown_timeout_secs,
+        5,
+        3600,
+    )?;
+    // The old process lets go of the store when it exits: after it kept
+    // accepting while the new one took over, the grace period and the
+    // runtimes' stop.
+    let old_process_lasts = OLD_PROCESS_ACCEPTS_SECS + grace_period + shutdown_timeout;
+    let handover_timeout = bounded(
+        c,
+        "server.handover_timeout_secs",
+        s.handover_timeout_secs,
+        old_process_lasts + 10,
+        86_400,
+    )?;
+    if handover_timeout <= old_process_lasts {
+        return Err(c.err(
+            "server.handover_timeout_secs",
+            format!(
+                "{handover_timeout} s is too short: the old process may hold the store for \
+                 {old_process_lasts} s ({OLD_PROCESS_ACCEPTS_SECS} s handing over, \
+                 server.grace_period_secs, server.shutdown_timeout_secs)"
+            ),
+        ));
+    }
     Ok(Server {
         listen,
         tls,
@@ -719,6 +771,11 @@ fn server(c: &Checker, s: file::Server) -> Result<Server, ConfigError> {
         max_connections_per_client,
         header_timeout: c.seconds("server.header_timeout_secs", s.header_timeout_secs, 10.0)?,
         admin_listen,
+        upgrade_sock,
+        pid_file,
+        grace_period: Duration::from_secs(grace_period),
+        shutdown_timeout: Duration::from_secs(shutdown_timeout),
+        handover_timeout: Duration::from_secs(handover_timeout),
     })
 }
 

@@ -14,13 +14,16 @@ use pingora::protocols::http::ServerSession;
 
 use crate::metrics;
 use crate::scheduling::unix_now;
-use crate::store::Store;
+use crate::store::handover::HandoverState;
+use crate::store::{Handover, Store};
 
 /// How long one readiness probe of a listener or the store may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct AdminApp {
     pub store: Arc<dyn Store>,
+    /// After `--upgrade`, until the old process let go of the store.
+    pub handover: Option<Arc<Handover>>,
     /// Every listener the bridge serves on, HTTP and mail.
     pub listeners: Vec<SocketAddr>,
 }
@@ -80,6 +83,24 @@ impl AdminApp {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => return Some(format!("listener {listener}: {e}")),
                 Err(_) => return Some(format!("listener {listener}: no answer")),
+            }
+        }
+        if let Some(handover) = self.handover.clone() {
+            // Asked without waiting: a probe must not wait for the handover.
+            match tokio::task::spawn_blocking(move || handover.state()).await {
+                Ok(Ok(HandoverState::Open)) => {}
+                Ok(Ok(HandoverState::Released)) => {
+                    return Some("store: handed over to the new process".into())
+                }
+                Ok(Ok(HandoverState::Waiting { waited, timeout })) => {
+                    return Some(format!(
+                    "store: waiting for the previous process to let go of it ({} of at most {} s)",
+                    waited.as_secs(),
+                    timeout.as_secs()
+                ))
+                }
+                Ok(Err(e)) => return Some(format!("store: {e}")),
+                Err(e) => return Some(format!("store: {e}")),
             }
         }
         let store = self.store.clone();

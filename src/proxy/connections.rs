@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config;
 use crate::metrics;
+use crate::proxy::in_flight::InFlight;
 
 /// Pingora's own keep-alive: how long a reused connection may wait, idle,
 /// for its next request's first byte.
@@ -59,6 +60,8 @@ pub struct ConnectionLimits {
     max_total: usize,
     max_per_client: usize,
     header_timeout: Duration,
+    /// After a stop, how long an idle connection may still begin a request.
+    drain: Duration,
     open: Mutex<Open>,
     refusals: Mutex<Refusals>,
 }
@@ -89,6 +92,7 @@ impl ConnectionLimits {
             max_total: server.max_connections,
             max_per_client: server.max_connections_per_client,
             header_timeout: server.header_timeout,
+            drain: server.drain(),
             open: Mutex::new(Open::default()),
             refusals: Mutex::new(Refusals {
                 since_logged: 0,
@@ -162,13 +166,16 @@ impl Drop for Slot {
 pub struct Guarded<A> {
     inner: Arc<A>,
     limits: Arc<ConnectionLimits>,
+    in_flight: InFlight,
 }
 
 impl<A> Guarded<A> {
-    pub fn new(inner: A, limits: ConnectionLimits) -> Guarded<A> {
+    /// Each connection counts in `in_flight` until it ends.
+    pub fn new(inner: A, limits: ConnectionLimits, in_flight: InFlight) -> Guarded<A> {
         Guarded {
             inner: Arc::new(inner),
             limits: Arc::new(limits),
+            in_flight,
         }
     }
 }
@@ -196,6 +203,7 @@ where
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let _busy = self.in_flight.enter();
         let client = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -222,7 +230,7 @@ where
             then: None,
         };
         loop {
-            let head = match read_head(&mut stream, wait).await {
+            let head = match read_head(&mut stream, wait, shutdown, self.limits.drain).await {
                 Ok(head) => head,
                 Err(NoHead::Closed) => return None,
                 Err(why) => {
@@ -271,9 +279,20 @@ struct Wait {
 
 /// Reads until a whole request header is in the buffer, within `wait`.
 /// Bytes past the header (a body's start) stay in the buffer for Pingora.
-async fn read_head(stream: &mut Stream, wait: Wait) -> Result<BytesMut, NoHead> {
+/// Once the server stops, a connection still waiting for a request's first
+/// byte gets `drain` more (its client may have sent it already; it is
+/// answered with `Connection: close`), then is closed, so that the process
+/// is left with no work and can hand the store over.
+async fn read_head(
+    stream: &mut Stream,
+    wait: Wait,
+    shutdown: &ShutdownWatch,
+    drain: Duration,
+) -> Result<BytesMut, NoHead> {
     let started = Instant::now();
     let mut deadline = wait.first_byte;
+    let mut shutdown = shutdown.clone();
+    let mut draining = false;
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         if head_complete(&buf) {
@@ -283,7 +302,14 @@ async fn read_head(stream: &mut Stream, wait: Wait) -> Result<BytesMut, NoHead> 
             return Err(NoHead::TooLarge);
         }
         let empty = buf.is_empty();
-        let read = tokio::time::timeout_at(deadline.into(), stream.read_buf(&mut buf)).await;
+        if empty && !draining && *shutdown.borrow_and_update() {
+            draining = true;
+            deadline = deadline.min(Instant::now() + drain);
+        }
+        let read = tokio::select! {
+            read = tokio::time::timeout_at(deadline.into(), stream.read_buf(&mut buf)) => read,
+            Ok(()) = shutdown.changed(), if empty && !draining => continue,
+        };
         match read {
             Err(_) => return Err(NoHead::Timeout(started.elapsed())),
             // As Pingora: a client leaving before it sent anything is normal.
@@ -320,6 +346,7 @@ mod tests {
             max_total: total,
             max_per_client: per_client,
             header_timeout: Duration::from_secs(10),
+            drain: Duration::from_secs(1),
             open: Mutex::new(Open::default()),
             refusals: Mutex::new(Refusals {
                 since_logged: 0,

@@ -1,12 +1,24 @@
-//! The SMTP and LMTP listeners for inbound iMIP, run by Pingora as
-//! background services beside the HTTP service.
+//! The SMTP and LMTP listeners for inbound iMIP as Pingora listening
+//! services beside the HTTP service.
+//!
+//! Pingora owns their sockets, as it owns the HTTP ones: it binds them (or,
+//! started with `--upgrade`, receives them from the old process over
+//! `server.upgrade_sock`) and hands them to the next process on SIGQUIT.
+//! So an upgrade never closes a mail port: connections queued in its
+//! backlog are accepted by whichever process is still accepting, and
+//! nothing is refused. Each accepted connection goes to the transport-
+//! neutral [`Listener`], which enforces the connection caps, speaks SMTP or
+//! LMTP (STARTTLS included) and, when Pingora's shutdown watch turns, lets
+//! the sessions in progress finish (see [`Listener::serve_connection`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pingora::apps::ServerApp;
+use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
+use pingora::services::listening::Service;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls;
@@ -14,26 +26,23 @@ use tokio_rustls::rustls;
 use crate::config::Config;
 use crate::mail::inbound::intake::Intake;
 use crate::mail::inbound::listener::{Connections, Limits, Listener, Protocol};
+use crate::proxy::in_flight::InFlight;
 
-pub struct MailListenerService {
-    /// Bound at start-up, so a port in use stops the bridge with an error
-    /// instead of leaving it running without its mail listener.
-    socket: std::sync::Mutex<Option<std::net::TcpListener>>,
+/// One mail listener: its address and the protocol server behind it.
+pub struct MailApp {
     addr: SocketAddr,
     listener: Listener,
-    connections: Connections,
+    in_flight: InFlight,
 }
 
-impl MailListenerService {
-    pub fn bind(
+impl MailApp {
+    pub fn new(
         protocol: Protocol,
         addr: SocketAddr,
         config: &Config,
         intake: Arc<Intake>,
-    ) -> std::io::Result<MailListenerService> {
-        let socket = std::net::TcpListener::bind(addr)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("mail listener {addr}: {e}")))?;
-        socket.set_nonblocking(true)?;
+        in_flight: InFlight,
+    ) -> std::io::Result<MailApp> {
         let tls = match (&config.mail.tls, protocol) {
             (Some((cert, key)), Protocol::Smtp) => Some(acceptor(cert, key)?),
             _ => None,
@@ -43,17 +52,30 @@ impl MailListenerService {
             max_recipients: config.mail.max_recipients,
             session_timeout: config.mail.session_timeout,
             max_commands: config.mail.max_commands,
+            // A client that connected just before the stop still gets its
+            // mail in.
+            stop_drain: config.server.drain(),
             ..Limits::default()
         };
-        Ok(MailListenerService {
-            socket: std::sync::Mutex::new(Some(socket)),
+        let connections = Connections {
+            total: config.mail.max_connections,
+            per_client: config.mail.max_connections_per_client,
+        };
+        let hostname = config.mail.hostname.clone();
+        Ok(MailApp {
             addr,
-            listener: Listener::new(protocol, limits, config.mail.hostname.clone(), tls, intake),
-            connections: Connections {
-                total: config.mail.max_connections,
-                per_client: config.mail.max_connections_per_client,
-            },
+            listener: Listener::new(protocol, limits, connections, hostname, tls, intake),
+            in_flight,
         })
+    }
+
+    /// The Pingora service that listens on the app's address.
+    pub fn service(self) -> Service<MailApp> {
+        let name = format!("mail listener {}", self.addr);
+        let addr = self.addr.to_string();
+        let mut service = Service::new(name, self);
+        service.add_tcp(&addr);
+        service
     }
 }
 
@@ -79,17 +101,24 @@ fn acceptor(
 }
 
 #[async_trait]
-impl BackgroundService for MailListenerService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let taken = self.socket.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let Some(socket) = taken.and_then(|s| tokio::net::TcpListener::from_std(s).ok()) else {
-            tracing::error!(target: "ischedule::mail", addr = %self.addr, "mail listener socket unusable");
-            return;
+impl ServerApp for MailApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let _busy = self.in_flight.enter();
+        let Some(client) = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).copied())
+        else {
+            tracing::warn!(target: "ischedule::mail", addr = %self.addr, "connection without a peer address, closed");
+            return None;
         };
-        tracing::info!(target: "ischedule::mail", addr = %self.addr, "mail listener ready");
-        let stop = async move {
-            let _ = shutdown.changed().await;
-        };
-        self.listener.serve(socket, self.connections, stop).await;
+        self.listener
+            .serve_connection(stream, client, shutdown.clone())
+            .await;
+        // An SMTP connection is never handed back for reuse.
+        None
     }
 }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod connections;
 pub mod dkim_keys;
 pub mod forward;
+pub mod in_flight;
 pub mod mail_listeners;
 pub mod own_capabilities;
 pub mod paths;

@@ -11,6 +11,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use crate::mail::outbound::queue::{GivenUp, Mailer};
+use crate::proxy::in_flight::InFlight;
 use crate::scheduling::{unix_now, Scheduler};
 use crate::store;
 
@@ -26,6 +27,8 @@ pub struct QueueWorker {
     pub mailer: Arc<Mailer>,
     /// When the idempotency records were last swept (Unix seconds).
     pub purged_at: AtomicU64,
+    /// A pass counts as work in progress.
+    pub in_flight: InFlight,
 }
 
 impl QueueWorker {
@@ -90,7 +93,9 @@ impl QueueWorker {
 impl BackgroundService for QueueWorker {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
+            let busy = self.in_flight.enter();
             let sleep = self.pass().await;
+            drop(busy);
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = self.mailer.wake.notified() => {}

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub mod handover;
 pub mod redb_store;
+pub use handover::Handover;
 pub use redb_store::RedbStore;
 
 /// Seconds since the Unix epoch; the store never reads the clock itself
@@ -38,6 +40,21 @@ pub enum StoreError {
         path.display()
     )]
     AlreadyOpen { path: PathBuf },
+    /// After `serve --upgrade`, the old process still held the file when
+    /// the wait for it ended (`server.handover_timeout_secs`).
+    #[error(
+        "state database {} is still held by the previous bridge process after {} s (server.handover_timeout_secs)",
+        path.display(),
+        timeout.as_secs()
+    )]
+    HandoverTimeout {
+        path: PathBuf,
+        timeout: std::time::Duration,
+    },
+    /// This process handed the file to the next one (an upgrade) and
+    /// does no more work on it.
+    #[error("state database {} has been handed over to the new bridge process", path.display())]
+    HandedOver { path: PathBuf },
     /// The file exists but is not a usable database (wrong format, I/O).
     #[error("cannot open state database {}", path.display())]
     Open {

@@ -39,7 +39,7 @@ use super::{
     UnixTime,
 };
 
-const FILE_NAME: &str = "bridge.redb";
+pub(super) const FILE_NAME: &str = "bridge.redb";
 
 const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 /// Lets `due` and `next_due` read only the items that are due, in order,

@@ -730,6 +730,16 @@ impl Bridge {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The bridge's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The bridge's exit status if it has exited (without waiting).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
 }
 
 impl Drop for Bridge {

@@ -242,6 +242,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     }
 
     /// Drops what the client sent ahead of our reply; how many bytes.
+    /// Whether the listener has been told to stop.
+    pub(super) fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
     pub(super) fn discard_input(&mut self) -> usize {
         let pending = self.rbuf.len();
         self.rbuf.clear();

@@ -39,16 +39,14 @@ mod session;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tracing::{error, info, warn};
+use tracing::warn;
 
 use self::session::Session;
 use crate::smtp::SmtpReply;
@@ -96,6 +94,9 @@ pub struct Limits {
     pub session_timeout: Duration,
     /// Command lines per session, NOOP, RSET and HELP included; then 421 4.7.0.
     pub max_commands: usize,
+    /// After the listener is told to stop: how long a session waiting for
+    /// a command may still begin one (zero: "421 4.3.2" at once).
+    pub stop_drain: Duration,
 }
 
 /// How many sessions a listener holds at once.
@@ -108,7 +109,8 @@ pub struct Connections {
 
 impl Default for Limits {
     /// 10 MiB, 100 recipients, 1000-octet lines, 5 min per command,
-    /// 10 min for the data, 10 errors, 10 min and 1000 commands per session.
+    /// 10 min for the data, 10 errors, 10 min and 1000 commands per session;
+    /// sessions stop at once when told to.
     fn default() -> Self {
         Limits {
             max_message_bytes: 10 * 1024 * 1024,
@@ -119,6 +121,7 @@ impl Default for Limits {
             max_errors: 10,
             session_timeout: Duration::from_secs(10 * 60),
             max_commands: 1000,
+            stop_drain: Duration::ZERO,
         }
     }
 }
@@ -167,9 +170,16 @@ pub trait Delivery: Send + Sync + 'static {
     fn check_credentials(&self, user: &str, password: &str) -> bool;
 }
 
-/// An SMTP or LMTP server; see the module documentation.
+/// An SMTP or LMTP server; see the module documentation. It does not
+/// accept connections itself: whoever owns the listening socket (the
+/// Pingora adapter in `proxy::mail_listeners`, which hands its socket to
+/// a new process on upgrade) passes each one to [`Listener::serve_connection`],
+/// whatever its transport.
 pub struct Listener {
     inner: Arc<Inner>,
+    connections: Connections,
+    permits: Arc<Semaphore>,
+    per_client: ClientSlots,
 }
 
 struct Inner {
@@ -180,12 +190,18 @@ struct Inner {
     delivery: Arc<dyn Delivery>,
 }
 
+/// Writing the refusal of a connection over the limits must not become a
+/// session of its own.
+const REFUSAL_WRITE: Duration = Duration::from_secs(1);
+
 impl Listener {
     /// `hostname` is the name in the greeting and replies; `tls` enables
-    /// STARTTLS (SMTP only).
+    /// STARTTLS (SMTP only); at most `connections.total` sessions at once
+    /// and `connections.per_client` from one address.
     pub fn new(
         protocol: Protocol,
         limits: Limits,
+        connections: Connections,
         hostname: String,
         tls: Option<TlsAcceptor>,
         delivery: Arc<dyn Delivery>,
@@ -204,78 +220,60 @@ impl Listener {
                 tls,
                 delivery,
             }),
+            connections,
+            permits: Arc::new(Semaphore::new(connections.total)),
+            per_client: ClientSlots::new(connections.per_client),
         }
     }
 
-    /// Serves until `shutdown` resolves; each connection in its own task; at
-    /// most `connections.total` at once and `connections.per_client` from
-    /// one address (extra connections get "421 4.7.0 too many connections"
-    /// naming the limit, and are closed).
+    /// Serves one connection from `client` until it ends. A connection
+    /// over the limits gets "421 4.7.0 too many connections" naming the
+    /// limit, and is closed.
     ///
-    /// On shutdown it stops accepting, sends sessions that wait for a command
-    /// "421 4.3.2" and waits for those in a transaction's DATA or delivery to
-    /// finish it (bounded by `data_timeout` plus the delivery) before
-    /// returning. Dropping the future instead aborts every session at once.
-    pub async fn serve(
+    /// `stop` turning true means the listener is shutting down (or handing
+    /// its socket to a new process): a session waiting for a command may
+    /// still start one within [`Limits::stop_drain`] of it, so that a
+    /// client that just connected gets its mail through; past that, or
+    /// once a transaction ended, it is told "421 4.3.2". A transaction's
+    /// DATA and delivery always finish.
+    pub async fn serve_connection<S>(
         &self,
-        listener: TcpListener,
-        connections: Connections,
-        shutdown: impl Future<Output = ()>,
-    ) {
-        let max_connections = connections.total;
-        let permits = Arc::new(Semaphore::new(max_connections));
-        let per_client = ClientSlots::new(connections.per_client);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let mut sessions = JoinSet::new();
-        tokio::pin!(shutdown);
+        mut stream: S,
+        client: SocketAddr,
+        stop: watch::Receiver<bool>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin + Send,
+    {
         let protocol = self.inner.protocol;
-        info!(target: TARGET, %protocol, listen = ?listener.local_addr().ok(), max_connections, "mail listener started");
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                Some(done) = sessions.join_next(), if !sessions.is_empty() => log_join(done),
-                accepted = listener.accept() => {
-                    let (tcp, client) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(e) => {
-                            // EMFILE and the like: back off instead of spinning.
-                            warn!(target: TARGET, %protocol, error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                            continue;
-                        }
-                    };
-                    let Some(slot) = per_client.take(client.ip()) else {
-                        warn!(target: TARGET, %protocol, %client, per_client = connections.per_client, "too many connections from this client, refused");
-                        let text = format!("421 4.7.0 too many connections from {} (limit {} per client)\r\n", client.ip(), connections.per_client);
-                        // A fresh socket's send buffer is empty: this does not block.
-                        let _ = tcp.try_write(text.as_bytes());
-                        continue;
-                    };
-                    let Ok(permit) = permits.clone().try_acquire_owned() else {
-                        warn!(target: TARGET, %protocol, %client, max_connections, "too many connections, refused");
-                        let text = format!("421 4.7.0 too many connections (limit {max_connections})\r\n");
-                        let _ = tcp.try_write(text.as_bytes());
-                        continue;
-                    };
-                    let _ = tcp.set_nodelay(true);
-                    let session = Session::new(self.inner.clone(), tcp, client, stop_rx.clone());
-                    sessions.spawn(async move {
-                        session.run().await;
-                        drop((permit, slot));
-                    });
-                }
+        let connections = self.connections;
+        let refusal = match (
+            self.per_client.take(client.ip()),
+            self.permits.clone().try_acquire_owned(),
+        ) {
+            (Some(slot), Ok(permit)) => {
+                Session::new(self.inner.clone(), stream, client, stop)
+                    .run()
+                    .await;
+                drop((permit, slot));
+                return;
             }
-        }
-        drop(listener);
-        let _ = stop_tx.send(true);
-        let open = sessions.len();
-        if open > 0 {
-            info!(target: TARGET, %protocol, open, "mail listener stopping, waiting for sessions");
-        }
-        while let Some(done) = sessions.join_next().await {
-            log_join(done);
-        }
-        info!(target: TARGET, %protocol, "mail listener stopped");
+            (None, _) => {
+                warn!(target: TARGET, %protocol, %client, per_client = connections.per_client, "too many connections from this client, refused");
+                format!(
+                    "421 4.7.0 too many connections from {} (limit {} per client)\r\n",
+                    client.ip(),
+                    connections.per_client
+                )
+            }
+            (Some(_), Err(_)) => {
+                warn!(target: TARGET, %protocol, %client, max_connections = connections.total, "too many connections, refused");
+                format!(
+                    "421 4.7.0 too many connections (limit {})\r\n",
+                    connections.total
+                )
+            }
+        };
+        let _ = tokio::time::timeout(REFUSAL_WRITE, stream.write_all(refusal.as_bytes())).await;
     }
 }
 
@@ -326,12 +324,6 @@ impl Drop for ClientSlot {
                 open.remove(&self.ip);
             }
         }
-    }
-}
-
-fn log_join(done: Result<(), tokio::task::JoinError>) {
-    if let Err(e) = done {
-        error!(target: TARGET, error = %e, "mail session task failed");
     }
 }
 

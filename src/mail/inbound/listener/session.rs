@@ -114,6 +114,11 @@ pub(super) struct Session<S> {
     transaction: Option<Transaction>,
     errors: usize,
     budget: Budget,
+    /// Messages received (DATA read) in this session.
+    messages: usize,
+    /// Once the listener stops: until when commands may still begin, and
+    /// how many messages had been received by then.
+    drain: Option<(Instant, usize)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
@@ -138,6 +143,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             transaction: None,
             errors: 0,
             budget,
+            messages: 0,
+            drain: None,
         }
     }
 
@@ -161,7 +168,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let deadline = self
                 .budget
                 .deadline(Instant::now(), self.limits().command_timeout);
-            let input = self.conn.read_line(deadline, true).await;
+            let drain_until = self.draining();
+            let input = match drain_until {
+                Some(until) => self.conn.read_line(deadline.min(until), false).await,
+                None => self.conn.read_line(deadline, true).await,
+            };
             let charged = match &input {
                 Ok(Input::Line { .. } | Input::TooLong { .. }) => self.budget.charge(),
                 _ => Ok(()),
@@ -173,10 +184,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Ok(self.bad(500, EnhancedStatus::new(5, 5, 2), "line too long"))
                 }
                 (Ok(Input::Eof), _) => Ok(Flow::Close),
+                (Ok(Input::Timeout), _) if drain_until.is_some_and(|u| Instant::now() >= u) => {
+                    Ok(self.shutting_down())
+                }
                 (Ok(Input::Timeout), _) => Ok(match self.budget.expired(Instant::now()) {
                     Some(exhausted) => self.exhausted(exhausted),
                     None => self.timed_out("idle timeout"),
                 }),
+                // Told to stop while waiting: wait on, within the drain.
+                (Ok(Input::Stop), _) if self.draining().is_some() => Ok(Flow::Continue),
                 (Ok(Input::Stop), _) => Ok(self.shutting_down()),
                 (Err(e), _) => Err(e),
             };
@@ -191,6 +207,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         }
         self.conn.close().await;
         debug!(target: TARGET, %protocol, client = %self.client, "connection closed");
+    }
+
+    /// While the listener stops, until when this session may still begin
+    /// a command: none when it is not stopping, or must stop now (no
+    /// drain, the drain is over, or a message came in since the stop, so
+    /// a client that sends mail after mail moves on to the new process).
+    fn draining(&mut self) -> Option<Instant> {
+        if !self.conn.stopping() || self.limits().stop_drain.is_zero() {
+            return None;
+        }
+        let (messages, drain) = (self.messages, self.limits().stop_drain);
+        let (until, messages_then) = *self
+            .drain
+            .get_or_insert_with(|| (Instant::now() + drain, messages));
+        (Instant::now() < until && self.messages == messages_then).then_some(until)
     }
 
     /// The 220 of a new connection, also sent after XCLIENT (Postfix
@@ -605,6 +636,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let data = self.conn.read_data(max_bytes, limit).await?;
         let envelope = self.envelope();
         self.transaction = None;
+        self.messages += 1;
         let message = match data {
             Data::Complete(message) => message,
             Data::TooBig => {
@@ -812,7 +844,7 @@ mod tests {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
 
     use super::*;
-    use crate::mail::inbound::listener::{Delivery, Listener};
+    use crate::mail::inbound::listener::{Connections, Delivery, Listener};
 
     #[derive(Default)]
     struct Recorder {
@@ -918,7 +950,18 @@ mod tests {
 
     async fn start(protocol: Protocol, limits: Limits, peer: &str, delivery: Recorder) -> Harness {
         let delivery = Arc::new(delivery);
-        let listener = Listener::new(protocol, limits, "mx.test".into(), None, delivery.clone());
+        let connections = Connections {
+            total: 1,
+            per_client: 1,
+        };
+        let listener = Listener::new(
+            protocol,
+            limits,
+            connections,
+            "mx.test".into(),
+            None,
+            delivery.clone(),
+        );
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let (stop, stop_rx) = watch::channel(false);
         let session = Session::new(
@@ -1434,6 +1477,39 @@ mod tests {
         assert_eq!(h.client.reply().await, "250 2.0.0 message accepted");
         assert_eq!(h.client.reply().await, "421 4.3.2 mx.test shutting down");
         assert_eq!(h.delivery.delivered.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn while_draining_a_session_may_finish_its_mail_then_stops() {
+        let limits = Limits {
+            stop_drain: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let mut h = start(Protocol::Smtp, limits, "127.0.0.1:1", Recorder::default()).await;
+        h.client.cmd("EHLO c").await;
+        h.stop.send(true).unwrap();
+        // Within the drain, the client that just connected gets its mail in.
+        assert!(h.client.cmd("MAIL FROM:<a@b.c>").await.starts_with("250"));
+        assert!(h.client.cmd("RCPT TO:<x@mx.test>").await.starts_with("250"));
+        assert!(h.client.cmd("DATA").await.starts_with("354"));
+        h.client.send("hello\r\n.\r\n").await;
+        assert_eq!(h.client.reply().await, "250 2.0.0 message accepted");
+        // A message came in since the stop: the next one goes elsewhere.
+        assert_eq!(h.client.reply().await, "421 4.3.2 mx.test shutting down");
+        assert_eq!(h.delivery.delivered.lock().unwrap().len(), 1);
+
+        // A client that stays silent is told when the drain is over.
+        let limits = Limits {
+            stop_drain: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let mut h = start(Protocol::Smtp, limits, "127.0.0.1:1", Recorder::default()).await;
+        h.client.cmd("EHLO c").await;
+        let stopped = Instant::now();
+        h.stop.send(true).unwrap();
+        assert_eq!(h.client.reply().await, "421 4.3.2 mx.test shutting down");
+        assert!(stopped.elapsed() >= Duration::from_millis(250));
+        assert!(h.client.eof().await);
     }
 
     #[test]
