@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, StoreLocation};
 use crate::discovery::capability_cache::CapabilityCache;
 use crate::discovery::{DnsResolver, TargetPolicy};
 use crate::imip::authenticate::{AuthError, Authenticator};
@@ -22,7 +22,7 @@ use crate::proxy::service::BridgeService;
 use crate::proxy::upstream::Upstream;
 use crate::routing::Router;
 use crate::scheduling::Scheduler;
-use crate::store::{RedbStore, Store, StoreError};
+use crate::store::{PostgresStore, RedbStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -74,7 +74,10 @@ impl Core {
 
 /// Opens the durable state named by the configuration.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(RedbStore::open(&config.store_path)?))
+    Ok(match &config.store {
+        StoreLocation::Redb(path) => Arc::new(RedbStore::open(path)?),
+        StoreLocation::Postgres(settings) => Arc::new(PostgresStore::open(settings)?),
+    })
 }
 
 /// The scheduling core with its two deliveries, and the mailer behind the

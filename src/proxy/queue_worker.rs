@@ -58,7 +58,7 @@ impl QueueWorker {
             }
             Err(e) => tracing::error!(target: "ischedule::queue", error = %e, "queue pass failed"),
         }
-        match mailer.store.next_due() {
+        match store::blocking(&mailer.store, "next_due", |s| s.next_due()).await {
             // Never a busy loop, even when items are overdue.
             Ok(Some(next)) => Duration::from_secs(next.saturating_sub(unix_now()))
                 .clamp(Duration::from_millis(200), MAX_IDLE),

@@ -18,8 +18,13 @@ use crate::scheduling::failure_report::ReportOutcome;
 use crate::smtp::{Outcome, StatusMap};
 use crate::store::{self, QueuedMail, Store, StoreError, Undeliverable, UnixTime};
 
-/// How many due messages one pass of the worker takes.
-const BATCH: usize = 64;
+/// How many due messages one pass of the worker claims. Small, because
+/// the claim's lease covers sending all of them one after the other.
+const BATCH: usize = 16;
+
+/// Added to the lease for the store round trips and the failure reports of
+/// a pass, on top of the SMTP time.
+const LEASE_MARGIN: Duration = Duration::from_secs(120);
 
 /// Failed attempts to post a failure REPLY before the notice is dropped
 /// (logged as an error): with the queue's back-off that is days of trying.
@@ -163,13 +168,25 @@ impl Mailer {
         }
     }
 
+    /// How long a claim of due mail keeps other bridges sharing the queue
+    /// off it: longer than sending the whole claim, each mail bounded by
+    /// the transport's timeout, so nothing is sent twice; and once it runs
+    /// out, what a dead bridge had claimed is due again.
+    pub fn lease(&self) -> Duration {
+        self.transport.timeout() * BATCH as u32 + LEASE_MARGIN
+    }
+
     /// One pass over the due messages: delivered ones leave the queue,
     /// temporary failures are rescheduled, the rest are given up and
     /// returned (with those whose failure report is due again), still
     /// queued until [`Mailer::reported`] settles them.
     pub async fn retry_due(&self, now: UnixTime) -> Result<Vec<GivenUp>, StoreError> {
         let mut given_up = Vec::new();
-        for (id, mail) in self.store.due(now, BATCH)? {
+        let lease = self.lease();
+        let claimed = store::blocking(&self.store, "claim_due", move |s| {
+            s.claim_due(now, BATCH, lease)
+        });
+        for (id, mail) in claimed.await? {
             if let Some(undeliverable) = mail.given_up.clone() {
                 given_up.push(GivenUp {
                     id,
