@@ -111,6 +111,7 @@ fn scheduling_on(core: Core) -> Result<Scheduling, StartError> {
         queue: core.config.queue.clone(),
         remember_sent: core.config.queue.max_age + core.config.idempotency_window,
         wake: Default::default(),
+        lease: Mailer::lease_for(smtp.timeout, core.config.timeouts.request),
     });
     let mail = Arc::new(ImipDelivery {
         config: core.config.clone(),

@@ -42,22 +42,23 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    /// What the store holds for `key`; nothing when there is no record, or
-    /// when it cannot be read (then the request is simply scheduled).
-    pub async fn recall(store: &Arc<dyn Store>, key: &str, now: UnixTime) -> Recorded {
+    /// What the store holds for `key`; nothing when there is no record (or
+    /// an unreadable one). A store that cannot be asked is an error: a
+    /// retry could then not be told from a first request.
+    pub async fn recall(
+        store: &Arc<dyn Store>,
+        key: &str,
+        now: UnixTime,
+    ) -> Result<Recorded, StoreError> {
         let key = key.to_string();
-        let stored = store::blocking(store, "recall", move |s| s.recall(&key, now));
-        let responses = match stored.await {
-            Ok(Some(stored)) => ScheduleResponse::parse(&stored)
+        let stored = store::blocking(store, "recall", move |s| s.recall(&key, now)).await?;
+        let responses = match stored {
+            Some(stored) => ScheduleResponse::parse(&stored)
                 .map(|r| r.responses)
                 .unwrap_or_default(),
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                tracing::warn!(target: "ischedule::post", error = %e, "could not read the idempotency record");
-                Vec::new()
-            }
+            None => Vec::new(),
         };
-        Recorded { responses }
+        Ok(Recorded { responses })
     }
 
     pub fn is_empty(&self) -> bool {

@@ -18,13 +18,13 @@ use crate::scheduling::failure_report::ReportOutcome;
 use crate::smtp::{Outcome, StatusMap};
 use crate::store::{self, QueuedMail, Store, StoreError, Undeliverable, UnixTime};
 
-/// How many due messages one pass of the worker claims. Small, because
-/// the claim's lease covers sending all of them one after the other.
-const BATCH: usize = 16;
+/// How many due messages one claim takes. Small, because the claim's
+/// lease must cover sending them one after the other, and reporting those
+/// given up: what a dead bridge claimed waits that long for another.
+pub const CLAIM: usize = 4;
 
-/// Added to the lease for the store round trips and the failure reports of
-/// a pass, on top of the SMTP time.
-const LEASE_MARGIN: Duration = Duration::from_secs(120);
+/// Added to a lease for the store's round trips.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
 /// Failed attempts to post a failure REPLY before the notice is dropped
 /// (logged as an error): with the queue's back-off that is days of trying.
@@ -41,6 +41,18 @@ pub struct Mailer {
     pub remember_sent: Duration,
     /// Wakes the queue worker when mail is queued to go out at once.
     pub wake: Notify,
+    /// How long a claim keeps other bridges sharing the queue off its
+    /// mail: see [`Mailer::lease_for`].
+    pub lease: Duration,
+}
+
+/// What one claim of due mail came to.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// How many items were claimed: fewer than [`CLAIM`] when the due ones ran out.
+    pub count: usize,
+    /// Those given up, still queued until [`Mailer::reported`] settles them.
+    pub given_up: Vec<GivenUp>,
 }
 
 /// A queued message that will not be delivered, kept in the queue until
@@ -168,25 +180,27 @@ impl Mailer {
         }
     }
 
-    /// How long a claim of due mail keeps other bridges sharing the queue
-    /// off it: longer than sending the whole claim, each mail bounded by
-    /// the transport's timeout, so nothing is sent twice; and once it runs
-    /// out, what a dead bridge had claimed is due again.
-    pub fn lease(&self) -> Duration {
-        self.transport.timeout() * BATCH as u32 + LEASE_MARGIN
+    /// The lease of a claim: longer than sending each claimed mail (bounded
+    /// by the SMTP timeout) and posting its failure report (bounded by the
+    /// request timeout), so no two bridges ever send or report one item;
+    /// and once it runs out, what a dead bridge had claimed is due again.
+    pub fn lease_for(smtp_timeout: Duration, request_timeout: Duration) -> Duration {
+        (smtp_timeout + request_timeout) * CLAIM as u32 + LEASE_MARGIN
     }
 
-    /// One pass over the due messages: delivered ones leave the queue,
-    /// temporary failures are rescheduled, the rest are given up and
-    /// returned (with those whose failure report is due again), still
-    /// queued until [`Mailer::reported`] settles them.
-    pub async fn retry_due(&self, now: UnixTime) -> Result<Vec<GivenUp>, StoreError> {
+    /// Claims up to [`CLAIM`] due messages and works them: delivered ones
+    /// leave the queue, temporary failures are rescheduled, the rest are
+    /// given up and returned (with those whose failure report is due
+    /// again), still queued until [`Mailer::reported`] settles them.
+    pub async fn retry_due(&self, now: UnixTime) -> Result<Claimed, StoreError> {
         let mut given_up = Vec::new();
-        let lease = self.lease();
+        let lease = self.lease;
         let claimed = store::blocking(&self.store, "claim_due", move |s| {
-            s.claim_due(now, BATCH, lease)
+            s.claim_due(now, CLAIM, lease)
         });
-        for (id, mail) in claimed.await? {
+        let claimed = claimed.await?;
+        let count = claimed.len();
+        for (id, mail) in claimed {
             if let Some(undeliverable) = mail.given_up.clone() {
                 given_up.push(GivenUp {
                     id,
@@ -232,7 +246,7 @@ impl Mailer {
                 }
             }
         }
-        Ok(given_up)
+        Ok(Claimed { count, given_up })
     }
 
     /// Marks the item undeliverable, durably, before anyone is told; mail
@@ -255,7 +269,10 @@ impl Mailer {
             why,
             reports: 0,
         };
-        self.store.give_up(id, now, &undeliverable)?;
+        // Due for its report only when the lease runs out: this bridge
+        // reports it now, another one only if this one dies first.
+        self.store
+            .give_up(id, now + self.lease.as_secs(), &undeliverable)?;
         Ok(Some(GivenUp {
             id,
             mail,

@@ -247,11 +247,6 @@ impl Transport {
         self
     }
 
-    /// The bound on one [`send`](Transport::send).
-    pub fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
     pub fn route(&self) -> &Route {
         &self.route
     }
