@@ -136,3 +136,53 @@ fn the_bridge_writes_from_the_first_local_domain_unless_told() {
         parse("[domains]\nlocal = [\"example.com\"]\n[smtp]\nfrom = \"cal@mail.example.com\"\n");
     assert_eq!(c.smtp.from, "cal@mail.example.com");
 }
+
+#[test]
+fn store_is_redb_by_default_or_postgres_by_url_never_both() {
+    let c = parse("").unwrap();
+    assert!(
+        matches!(&c.store, StoreLocation::Redb(p) if p.ends_with("state")),
+        "{:?}",
+        c.store
+    );
+
+    let c = parse(
+        "[store]\nurl = \"postgres://bridge:s3cret@db.example:5433/bridge\"\npool_size = 3\n",
+    )
+    .unwrap();
+    let StoreLocation::Postgres(pg) = &c.store else {
+        panic!("{:?}", c.store)
+    };
+    assert_eq!(pg.pool_size, 3);
+    assert_eq!(pg.connect_timeout, Duration::from_secs(5));
+    assert_eq!(
+        pg.url.secret(),
+        "postgres://bridge:s3cret@db.example:5433/bridge"
+    );
+    // Shown anywhere (Debug of the whole config, Display): no password.
+    let shown = format!("{c:?} {}", pg.url);
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("postgres://bridge:***@db.example:5433/bridge"),
+        "{shown}"
+    );
+
+    let e = parse("[store]\npath = \"state\"\nurl = \"postgres://db.example/b\"\n").unwrap_err();
+    assert_eq!(e.key, "store.url");
+    assert!(e.why.contains("store.path and store.url"), "{e}");
+
+    for bad in ["mysql://db.example/b", "postgres:///b", "not a url"] {
+        let e = parse(&format!("[store]\nurl = \"{bad}\"\n")).unwrap_err();
+        assert_eq!(e.key, "store.url", "{bad}: {e}");
+    }
+    let e =
+        parse("[store]\nurl = \"postgres://u:pw1@db.example/b?sslmode=sideways\"\n").unwrap_err();
+    assert!(e.why.contains("not a usable PostgreSQL URL"), "{e}");
+    assert!(!e.why.contains("pw1"), "{e}");
+
+    let e = parse("[store]\npool_size = 0\nurl = \"postgres://db.example/b\"\n").unwrap_err();
+    assert_eq!(e.key, "store.pool_size");
+    let e = parse("[store]\npool_size = 4\n").unwrap_err();
+    assert_eq!(e.key, "store.pool_size");
+    assert!(e.why.contains("PostgreSQL only"), "{e}");
+}
