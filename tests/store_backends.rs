@@ -364,3 +364,99 @@ fn an_unreachable_database_fails_start_up_naming_it_without_the_password() {
     assert!(text.contains("state store unavailable: migrate"), "{text}");
     assert!(!text.contains("s3cret"), "{text}");
 }
+
+/// The numbers behind README "Sizing for 100 million mailboxes": fills a
+/// fresh database with representative rows through the store and prints
+/// what PostgreSQL says they take, table and indexes (and TOAST) included.
+/// The bounds fail the test if a change makes rows much larger.
+#[test]
+fn row_sizes_for_the_sizing_estimate() {
+    let server = Postgres::start();
+    let url = server.database();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let store = PostgresStore::open(&settings(&url)).unwrap();
+    let rows = 2000;
+    let queued = 400;
+    for n in 0..rows {
+        let uid = format!("{n:08x}-6f1c-4be3-9b0e-0242ac120002");
+        let attendee = format!("mailto:attendee{n}@example.org");
+        // What the core records for one mailed recipient.
+        let answer = format!(
+            r#"[{{"r":"{attendee}","s":"1.1;Sent","d":"250 2.0.0 Ok: queued as 4F2A1B{n:04X}"}}]"#
+        );
+        let key = format!("mailto:organizer@example.com\n{uid}@example.com\n{n:016x}");
+        store.remember(&key, answer.as_bytes(), u64::MAX).unwrap();
+        let notice = FailureNotice {
+            message_id: format!("{uid}.{n}@bridge.example.net"),
+            organizer: "mailto:organizer@example.com".into(),
+            attendee: attendee.clone(),
+            uid: format!("{uid}@example.com"),
+            component: "VEVENT".into(),
+            recurrence_id: None,
+        };
+        store.record_sent(&notice, u64::MAX).unwrap();
+        let key = TokenKey {
+            organizer: "mailto:organizer@example.com".into(),
+            attendee,
+            uid: format!("{uid}@example.com"),
+        };
+        store.token_for(&key, u64::MAX).unwrap();
+    }
+    // A typical invitation mail: headers, a DKIM signature, a text part
+    // and the calendar (some of it base64, as little compressible as
+    // mail is), about 4 KB.
+    for n in 0..queued {
+        // xorshift64: as incompressible as base64 of real data.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ n as u64;
+        let noise: String = (0..1500)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+                char::from(alphabet[(x % 64) as usize])
+            })
+            .collect();
+        let mut m = mail(&format!("attendee{n}@example.org"), 1);
+        m.message = format!(
+            "DKIM-Signature: v=1; a=rsa-sha256; d=bridge.example.net; s=s1; h=from:to:subject:date:message-id; b={}\r\n\
+             From: organizer@example.com\r\nTo: attendee{n}@example.org\r\nSubject: Invitation: Quarterly planning\r\n\
+             Message-ID: <{n}@bridge.example.net>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n\
+             --b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nYou are invited to Quarterly planning on 2030-01-07 at 10:00 (Europe/Berlin).\r\n\
+             --b\r\nContent-Type: text/calendar; method=REQUEST; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n{noise}\r\n--b--\r\n",
+            &noise[..344]
+        )
+        .into_bytes();
+        store.enqueue(&m, LIMIT).unwrap();
+    }
+    server.query(&db, "VACUUM ANALYZE");
+    println!(
+        "table         rows  row bytes (pg_column_size)  bytes per row with indexes and TOAST"
+    );
+    let mut per_row = std::collections::BTreeMap::new();
+    for (table, count) in [
+        ("idempotency", rows),
+        ("sent_mail", rows),
+        ("reply_tokens", rows),
+        ("queue", queued),
+    ] {
+        let column: f64 = server
+            .query(
+                &db,
+                &format!("SELECT avg(pg_column_size(t.*)) FROM {table} t"),
+            )
+            .parse()
+            .unwrap();
+        let total: f64 = server
+            .query(&db, &format!("SELECT pg_total_relation_size('{table}')"))
+            .parse()
+            .unwrap();
+        let row = total / count as f64;
+        println!("{table:<13} {count:>5}  {column:>26.0}  {row:>37.0}");
+        per_row.insert(table, row);
+    }
+    assert!(per_row["idempotency"] < 300.0, "{per_row:?}");
+    assert!(per_row["sent_mail"] < 500.0, "{per_row:?}");
+    assert!(per_row["reply_tokens"] < 500.0, "{per_row:?}");
+    assert!(per_row["queue"] < 8000.0, "{per_row:?}");
+}
