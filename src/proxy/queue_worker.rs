@@ -93,7 +93,7 @@ impl QueueWorker {
             .scheduler
             .report_failure(notice, &why, &reference)
             .await;
-        if let Err(e) = self.mailer.reported(given_up, &outcome, unix_now()) {
+        if let Err(e) = self.mailer.reported(given_up, &outcome, unix_now()).await {
             tracing::error!(target: "ischedule::queue", id = given_up.id, error = %e, "could not settle a given-up item; its report will be repeated");
         }
     }

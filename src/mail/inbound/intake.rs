@@ -23,6 +23,7 @@ use crate::mail::outbound::transport::Transport;
 use crate::scheduling::failure_report::ReportOutcome;
 use crate::scheduling::{unix_now, MailPolicy, Scheduler, Sender};
 use crate::smtp::{EnhancedStatus, Outcome, SmtpReply};
+use crate::store;
 
 pub struct Intake {
     pub scheduler: Arc<Scheduler>,
@@ -159,7 +160,7 @@ impl Delivery for Intake {
             message: report,
             notice: None,
         };
-        match self.mailer.queue_now(report, unix_now()) {
+        match self.mailer.queue_now(report, unix_now()).await {
             Ok(id) => {
                 tracing::info!(target: "ischedule::mail", to = %to, failed = failed.len(), queued = id, "delivery status notification queued");
             }
@@ -325,9 +326,12 @@ impl Intake {
     /// sent (see [`bounce::honoured`]). Until that REPLY is posted the
     /// bounce is deferred, so its sender keeps it and retries.
     async fn bounce(&self, bounce: &Bounce) -> SmtpReply {
-        let store = self.scheduler.store.as_ref();
-        let record = match bounce.original_message_id.as_deref() {
-            Some(id) => match store.sent(id, unix_now()) {
+        let record = match bounce.original_message_id.clone() {
+            Some(id) => match store::blocking(&self.scheduler.store, "sent", move |s| {
+                s.sent(&id, unix_now())
+            })
+            .await
+            {
                 Ok(record) => record,
                 Err(e) => {
                     let why = format!("the record of sent mail cannot be read: {e}");

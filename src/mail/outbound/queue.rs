@@ -95,7 +95,7 @@ pub fn backoff(queue: &config::Queue, attempts: u32) -> Duration {
 impl Mailer {
     /// Sends now and returns the recipient's status and description.
     pub async fn deliver(&self, mail: Composed, now: UnixTime) -> (RequestStatus, String) {
-        self.record_sent(&mail, now);
+        self.record_sent(&mail, now).await;
         let outcome = self
             .transport
             .send(&mail.envelope_from, &mail.recipient, &mail.message)
@@ -138,8 +138,8 @@ impl Mailer {
     /// Stores `mail` to go out on the worker's next pass, without waiting
     /// for the mail server: for mail the bridge already promised (the DSN
     /// behind a 250), where the promise must not wait on an SMTP session.
-    pub fn queue_now(&self, mail: Composed, now: UnixTime) -> Result<u64, Box<NotQueued>> {
-        self.record_sent(&mail, now);
+    pub async fn queue_now(&self, mail: Composed, now: UnixTime) -> Result<u64, Box<NotQueued>> {
+        self.record_sent(&mail, now).await;
         let queued = QueuedMail {
             envelope_from: mail.envelope_from,
             recipient: mail.recipient,
@@ -151,7 +151,12 @@ impl Mailer {
             notice: mail.notice,
             given_up: None,
         };
-        match self.store.enqueue(&queued, self.queue.max_messages) {
+        let limit = self.queue.max_messages;
+        let stored = {
+            let queued = queued.clone();
+            store::blocking(&self.store, "enqueue", move |s| s.enqueue(&queued, limit)).await
+        };
+        match stored {
             Ok(id) => {
                 self.wake.notify_one();
                 Ok(id)
@@ -172,11 +177,17 @@ impl Mailer {
     /// notice (a DSN) has nothing a bounce could report. Not remembered, a
     /// bounce of it is refused later: worth a warning, not worth holding
     /// the mail back.
-    fn record_sent(&self, mail: &Composed, now: UnixTime) {
-        let Some(notice) = &mail.notice else { return };
+    async fn record_sent(&self, mail: &Composed, now: UnixTime) {
+        let Some(notice) = mail.notice.clone() else {
+            return;
+        };
         let expires = now + self.remember_sent.as_secs();
-        if let Err(e) = self.store.record_sent(notice, expires) {
-            tracing::warn!(target: "ischedule::queue", message_id = %notice.message_id, error = %e, "could not record the mail as sent; a bounce of it will be refused");
+        let message_id = notice.message_id.clone();
+        let recorded = store::blocking(&self.store, "record_sent", move |s| {
+            s.record_sent(&notice, expires)
+        });
+        if let Err(e) = recorded.await {
+            tracing::warn!(target: "ischedule::queue", message_id = %message_id, error = %e, "could not record the mail as sent; a bounce of it will be refused");
         }
     }
 
@@ -217,19 +228,22 @@ impl Mailer {
             match &outcome {
                 Outcome::Accepted { reply, .. } => {
                     tracing::info!(target: "ischedule::queue", id, recipient = %mail.recipient, attempts, reply = %reply, "delivered");
-                    self.store.remove(id)?;
+                    store::blocking(&self.store, "remove", move |s| s.remove(id)).await?;
                 }
                 Outcome::Written { path } => {
                     tracing::info!(target: "ischedule::queue", id, recipient = %mail.recipient, path = %path.display(), "written");
-                    self.store.remove(id)?;
+                    store::blocking(&self.store, "remove", move |s| s.remove(id)).await?;
                 }
                 Outcome::Temporary { reason }
                     if now < mail.queued_at + self.queue.max_age.as_secs() =>
                 {
                     let next = now + backoff(&self.queue, attempts).as_secs();
                     tracing::info!(target: "ischedule::queue", id, recipient = %mail.recipient, attempts, next_attempt = next, reply = %reason, "deferred");
-                    self.store
-                        .reschedule(id, next, attempts, &reason.to_string())?;
+                    let reason = reason.to_string();
+                    store::blocking(&self.store, "reschedule", move |s| {
+                        s.reschedule(id, next, attempts, &reason)
+                    })
+                    .await?;
                 }
                 Outcome::Temporary { reason } => {
                     let why = format!(
@@ -238,11 +252,11 @@ impl Mailer {
                         now.saturating_sub(mail.queued_at)
                     );
                     let status = RequestStatus::service_unavailable();
-                    given_up.extend(self.give_up(id, mail, status, why, now)?);
+                    given_up.extend(self.give_up(id, mail, status, why, now).await?);
                 }
                 Outcome::Permanent { .. } => {
                     let (status, why) = self.status_map.status(&outcome, &mail.recipient);
-                    given_up.extend(self.give_up(id, mail, status, why, now)?);
+                    given_up.extend(self.give_up(id, mail, status, why, now).await?);
                 }
             }
         }
@@ -251,7 +265,7 @@ impl Mailer {
 
     /// Marks the item undeliverable, durably, before anyone is told; mail
     /// nobody is to be told about (a DSN) simply leaves the queue.
-    fn give_up(
+    async fn give_up(
         &self,
         id: u64,
         mail: QueuedMail,
@@ -261,7 +275,7 @@ impl Mailer {
     ) -> Result<Option<GivenUp>, StoreError> {
         tracing::warn!(target: "ischedule::queue", id, status = %status, why = %why, "given up");
         if mail.notice.is_none() {
-            self.store.remove(id)?;
+            store::blocking(&self.store, "remove", move |s| s.remove(id)).await?;
             return Ok(None);
         }
         let undeliverable = Undeliverable {
@@ -271,8 +285,11 @@ impl Mailer {
         };
         // Due for its report only when the lease runs out: this bridge
         // reports it now, another one only if this one dies first.
-        self.store
-            .give_up(id, now + self.lease.as_secs(), &undeliverable)?;
+        let (next, record) = (now + self.lease.as_secs(), undeliverable.clone());
+        store::blocking(&self.store, "give_up", move |s| {
+            s.give_up(id, next, &record)
+        })
+        .await?;
         Ok(Some(GivenUp {
             id,
             mail,
@@ -283,7 +300,7 @@ impl Mailer {
     /// Settles a given-up item after its failure report: it leaves the
     /// queue once the report is final (or has failed too often), else it
     /// is due again after the back-off.
-    pub fn reported(
+    pub async fn reported(
         &self,
         given_up: &GivenUp,
         outcome: &ReportOutcome,
@@ -298,13 +315,19 @@ impl Mailer {
                     ..given_up.undeliverable.clone()
                 };
                 tracing::info!(target: "ischedule::queue", id, reports = undeliverable.reports, retry_in = wait.as_secs(), outcome = %outcome, "failure report deferred");
-                self.store.give_up(id, now + wait.as_secs(), &undeliverable)
+                let next = now + wait.as_secs();
+                store::blocking(&self.store, "give_up", move |s| {
+                    s.give_up(id, next, &undeliverable)
+                })
+                .await
             }
             None => {
                 if !outcome.is_final() {
                     tracing::error!(target: "ischedule::queue", id, reports = failed_before + 1, outcome = %outcome, "failure report abandoned: the organizer could not be told");
                 }
-                self.store.remove(id).map(drop)
+                store::blocking(&self.store, "remove", move |s| s.remove(id))
+                    .await
+                    .map(drop)
             }
         }
     }
