@@ -213,12 +213,23 @@ impl Intake {
         let count = envelope.recipients.len();
         let sender = self.authenticate(envelope, message, itip).await;
         let config = &self.scheduler.config;
-        let store = self.scheduler.store.as_ref();
-        let translated =
-            match to_ischedule::translate(config, store, itip, &envelope.recipients, &sender) {
-                Ok(t) => t,
-                Err(refusal) => return vec![refusal_reply(&refusal); count],
-            };
+        // It may resolve a reply token: a store round trip, on a thread
+        // that may block.
+        let translation = {
+            let (config, itip) = (config.clone(), itip.clone());
+            let (rcpts, sender) = (envelope.recipients.clone(), sender.clone());
+            store::blocking(&self.scheduler.store, "translate", move |store| {
+                Ok(to_ischedule::translate(
+                    &config, store, &itip, &rcpts, &sender,
+                ))
+            })
+            .await
+        };
+        let translated = match translation {
+            Ok(Ok(t)) => t,
+            Ok(Err(refusal)) => return vec![refusal_reply(&refusal); count],
+            Err(e) => return vec![refusal_reply(&Refusal::Store(e)); count],
+        };
         let (kind, by) = &translated.vouched_by;
         let request = &translated.request;
         if !config.accepted_for(&request.originator).contains(kind) {
