@@ -46,6 +46,11 @@ const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 /// Lets `due` and `next_due` read only the items that are due, in order,
 /// instead of decoding every queued message.
 const QUEUE_BY_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("queue_by_due");
+/// Items claimed and not yet settled, with the next_attempt they had:
+/// only one process ever has the file, so at open every lease is a dead
+/// process's, and its items are due again at once instead of when the
+/// lease would have run out.
+const QUEUE_LEASES: TableDefinition<u64, u64> = TableDefinition::new("queue_leases");
 /// Kept in the database so ids are never reused, even after the queue was
 /// empty and the bridge restarted (log lines stay unambiguous).
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
@@ -102,7 +107,29 @@ impl RedbStore {
             })?;
         let store = RedbStore { db, path };
         store.create_tables()?;
+        store.release_leases()?;
         Ok(store)
+    }
+
+    fn release_leases(&self) -> Result<(), StoreError> {
+        self.write("open", |txn, op| {
+            let leases: Vec<(u64, u64)> = {
+                let table = txn.open_table(QUEUE_LEASES).during(op)?;
+                let entries = table.iter().during(op)?;
+                entries
+                    .map(|e| e.during(op).map(|(id, was)| (id.value(), was.value())))
+                    .collect::<Result<_, _>>()?
+            };
+            for (id, was) in leases {
+                // Settled items have no lease: an entry without its item
+                // cannot be, and is simply dropped with the others.
+                if let Some(mut mail) = delete_mail(txn, id, op)? {
+                    mail.next_attempt = was;
+                    insert_mail(txn, id, &mail, op)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Opening a table in a write transaction creates it, so later read
@@ -116,6 +143,7 @@ impl RedbStore {
             txn.open_table(TOKEN_BY_KEY).during(op)?;
             txn.open_table(IDEMPOTENCY).during(op)?;
             txn.open_table(SENT).during(op)?;
+            txn.open_table(QUEUE_LEASES).during(op)?;
             Ok(())
         })
     }
@@ -186,8 +214,13 @@ impl Store for RedbStore {
             let mut items = Vec::with_capacity(due.len());
             for id in due {
                 let mut mail = delete_mail(txn, id, op)?.ok_or_else(|| op.inconsistent(id))?;
+                let was = mail.next_attempt;
                 mail.next_attempt = until;
                 insert_mail(txn, id, &mail, op)?;
+                txn.open_table(QUEUE_LEASES)
+                    .during(op)?
+                    .insert(id, was)
+                    .during(op)?;
                 items.push((id, mail));
             }
             Ok(items)
@@ -429,6 +462,11 @@ fn delete_mail(
     let mail: QueuedMail = decode(value.value(), || queue_item(id), op)?;
     let mut by_due = txn.open_table(QUEUE_BY_DUE).during(op)?;
     by_due.remove((mail.next_attempt, id)).during(op)?;
+    // Settled (or claimed again, which writes a new lease).
+    txn.open_table(QUEUE_LEASES)
+        .during(op)?
+        .remove(id)
+        .during(op)?;
     Ok(Some(mail))
 }
 
@@ -702,6 +740,25 @@ mod tests {
             vec![late, early, tie]
         );
         assert_eq!(store.get(future).unwrap().unwrap().next_attempt, 1000);
+    }
+
+    #[test]
+    fn leases_of_a_dead_process_are_released_at_open_and_settled_ones_stay_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let claimed = store.enqueue(&mail("a@example.org", 100), LIMIT).unwrap();
+        let settled = store.enqueue(&mail("b@example.org", 100), LIMIT).unwrap();
+        assert_eq!(store.claim_due(100, 10, LEASE).unwrap().len(), 2);
+        store.reschedule(settled, 5000, 1, "451 later").unwrap();
+        drop(store);
+        // As after a crash: the claim was never settled.
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.get(claimed).unwrap().unwrap().next_attempt, 100);
+        assert_eq!(store.get(settled).unwrap().unwrap().next_attempt, 5000);
+        assert_eq!(
+            ids(&store.claim_due(100, 10, LEASE).unwrap()),
+            vec![claimed]
+        );
     }
 
     #[test]
