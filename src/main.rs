@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ischedule_bridge::config::{Config, DkimPolicy};
+use ischedule_bridge::config::{Config, DkimPolicy, StoreLocation};
 use ischedule_bridge::discovery::Origin;
 use ischedule_bridge::dkim::{self, KeyRecord, SigningKey};
 use ischedule_bridge::itip::CalAddress;
@@ -308,6 +308,14 @@ fn summary(config: &Config) -> String {
         config.limits.max_recipients,
         own.serial()
     );
+    // The URL as shown never carries its password; `check` does not connect.
+    out += &match &config.store {
+        StoreLocation::Redb(path) => format!("  store: redb in {}\n", path.display()),
+        StoreLocation::Postgres(pg) => format!(
+            "  store: PostgreSQL {} (pool of {}; not connected by check)\n",
+            pg.url, pg.pool_size
+        ),
+    };
     out += &format!("  static routes: {}\n", config.routes.len());
     for (i, r) in config.routes.iter().enumerate() {
         let to =

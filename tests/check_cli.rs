@@ -272,3 +272,29 @@ fn unusable_tls_certificate_is_an_error() {
         "{run}"
     );
 }
+
+#[test]
+fn store_url_is_checked_without_connecting_and_its_password_never_shown() {
+    // Port 1: nothing listens there, and check must not try.
+    let (run, _dir, _path) =
+        check_text("[store]\nurl = \"postgres://bridge:s3cret@127.0.0.1:1/bridge\"\n");
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout
+            .contains("  store: PostgreSQL postgres://bridge:***@127.0.0.1:1/bridge (pool of 8"),
+        "{run}"
+    );
+    assert!(!format!("{run}").contains("s3cret"), "{run}");
+    let (run, _dir, _path) = check_text("");
+    assert!(run.stdout.contains("  store: redb in "), "{run}");
+    assert_error(
+        "[store]\npath = \"state\"\nurl = \"postgres://db.example/b\"\n",
+        "store.url",
+        &["store.path and store.url"],
+    );
+    assert_error(
+        "[store]\nurl = \"http://db.example/b\"\n",
+        "store.url",
+        &["postgres://"],
+    );
+}
