@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, StoreLocation};
 use crate::discovery::capability_cache::CapabilityCache;
 use crate::discovery::{DnsResolver, TargetPolicy};
 use crate::imip::authenticate::{AuthError, Authenticator};
@@ -23,7 +23,7 @@ use crate::proxy::service::BridgeService;
 use crate::proxy::upstream::Upstream;
 use crate::routing::Router;
 use crate::scheduling::Scheduler;
-use crate::store::{Handover, RedbStore, Store, StoreError};
+use crate::store::{Handover, PostgresStore, RedbStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -77,7 +77,10 @@ impl Core {
 
 /// Opens the durable state named by the configuration.
 pub fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(RedbStore::open(&config.store_path)?))
+    Ok(match &config.store {
+        StoreLocation::Redb(path) => Arc::new(RedbStore::open(path)?),
+        StoreLocation::Postgres(settings) => Arc::new(PostgresStore::open(settings)?),
+    })
 }
 
 /// The scheduling core with its two deliveries, and the mailer behind the
@@ -112,6 +115,7 @@ fn scheduling_on(core: Core, store: Arc<dyn Store>) -> Result<Scheduling, StartE
         queue: core.config.queue.clone(),
         remember_sent: core.config.queue.max_age + core.config.idempotency_window,
         wake: Default::default(),
+        lease: Mailer::lease_for(smtp.timeout, core.config.timeouts.request),
     });
     let mail = Arc::new(ImipDelivery {
         config: core.config.clone(),
@@ -171,7 +175,9 @@ pub struct Services {
     /// What the HTTP connections, mail sessions and queue passes count in.
     pub in_flight: InFlight,
     /// The store, to be handed to the next process on an upgrade.
-    pub handover: Arc<Handover>,
+    /// The embedded store's handover (redb); None on PostgreSQL, which
+    /// old and new processes share as it is.
+    pub handover: Option<Arc<Handover>>,
 }
 
 /// How `serve` comes by its store.
@@ -193,14 +199,16 @@ pub fn services(config: Config, start: Start) -> Result<Services, StartError> {
         forwarder: core.forwarder.clone(),
     };
     // The redb store, wrapped so that an upgrade can hand it over.
-    let handover = Arc::new(match start {
-        Start::Fresh => Handover::open(core.config.store_path.clone())?,
-        Start::Upgrade => Handover::new(
-            core.config.store_path.clone(),
-            core.config.server.handover_timeout,
-        ),
-    });
-    let store: Arc<dyn Store> = handover.clone();
+    let (store, handover): (Arc<dyn Store>, _) = match &core.config.store {
+        StoreLocation::Redb(path) => {
+            let handover = Arc::new(match start {
+                Start::Fresh => Handover::open(path.clone())?,
+                Start::Upgrade => Handover::new(path.clone(), core.config.server.handover_timeout),
+            });
+            (handover.clone(), Some(handover))
+        }
+        StoreLocation::Postgres(_) => (open_store(&core.config)?, None),
+    };
     let scheduling = scheduling_on(core, store)?;
     let scheduler = scheduling.scheduler.clone();
     let in_flight = InFlight::default();
@@ -245,7 +253,7 @@ pub fn services(config: Config, start: Start) -> Result<Services, StartError> {
         let store = scheduler.store.clone();
         let app = AdminApp {
             store,
-            handover: Some(handover.clone()),
+            handover: handover.clone(),
             listeners,
         };
         (addr, app)

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ischedule_bridge::config::{effective, Config, DkimPolicy};
+use ischedule_bridge::config::{effective, Config, DkimPolicy, StoreLocation};
 use ischedule_bridge::discovery::Origin;
 use ischedule_bridge::dkim::{self, KeyRecord, SigningKey};
 use ischedule_bridge::itip::CalAddress;
@@ -289,7 +289,7 @@ fn serve(config: Config, log_json: bool, start: app::Start) -> anyhow::Result<Ex
     let phases = server.watch_execution_phase();
     let (in_flight, handover) = (services.in_flight, services.handover);
     let settle = server_config.drain();
-    std::thread::spawn(move || release_when_idle(phases, settle, &in_flight, &handover));
+    std::thread::spawn(move || release_when_idle(phases, settle, &in_flight, handover.as_deref()));
     server.run_forever()
 }
 
@@ -309,7 +309,7 @@ fn release_when_idle(
     mut phases: tokio::sync::broadcast::Receiver<pingora::server::ExecutionPhase>,
     settle: std::time::Duration,
     in_flight: &InFlight,
-    handover: &Handover,
+    handover: Option<&Handover>,
 ) {
     use pingora::server::ExecutionPhase;
     use tokio::sync::broadcast::error::RecvError;
@@ -324,7 +324,9 @@ fn release_when_idle(
     while in_flight.count() > 0 {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    handover.release();
+    if let Some(handover) = handover {
+        handover.release();
+    }
 }
 
 /// Pingora binds the listeners only when their services start, and when
@@ -427,6 +429,14 @@ fn summary(config: &Config) -> String {
         config.limits.max_recipients,
         own.serial()
     );
+    // The URL as shown never carries its password; `check` does not connect.
+    out += &match &config.store {
+        StoreLocation::Redb(path) => format!("  store: redb in {}\n", path.display()),
+        StoreLocation::Postgres(pg) => format!(
+            "  store: PostgreSQL {} (pool of {}; not connected by check)\n",
+            pg.url, pg.pool_size
+        ),
+    };
     out += &format!("  static routes: {}\n", config.routes.len());
     for (i, r) in config.routes.iter().enumerate() {
         let to =

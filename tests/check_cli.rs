@@ -406,3 +406,29 @@ fn every_section_reads_back_the_same_and_secrets_are_never_printed() {
 
 /// A partner's DKIM public key (the `p=` of its record): any RSA key will do.
 const PARTNER_PUBLIC_KEY: &str = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAxo5hHkpAPS29Agh+YlOTor5WzZVfjncs3dd1L4LsQQDg9sXeaqomW0GhwcBvo9wfuT977f6xeY7jjjBd+Cqhd8nu4xn2mcZuILGnx0UWXatUE6dX90ZT2ZseETozNMPUwmTl2E4rSv2N06swuirgLgkVAvdK9AUneeuV2ymG65+9JwWXzudU98dgaQB9ZOurfE6PLeiTadDoF07c30tB1BA+wgMn3/wqXOMBedJv0GZvWNadXcvPFUKh3iIr/xKt3e//6ErO1ixWofzGLuLQD8e0rSWoyYz4OYOlU6Q2YeoqgieeSN/4CwLh00xbBYAQpy2tu8isg73aOxcg+sWfkwIDAQAB";
+
+#[test]
+fn store_url_is_checked_without_connecting_and_its_password_never_shown() {
+    // Port 1: nothing listens there, and check must not try.
+    let (run, _dir, _path) =
+        check_text("[store]\nurl = \"postgres://bridge:s3cret@127.0.0.1:1/bridge\"\n");
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout
+            .contains("  store: PostgreSQL postgres://bridge:***@127.0.0.1:1/bridge (pool of 8"),
+        "{run}"
+    );
+    assert!(!format!("{run}").contains("s3cret"), "{run}");
+    let (run, _dir, _path) = check_text("");
+    assert!(run.stdout.contains("  store: redb in "), "{run}");
+    assert_error(
+        "[store]\npath = \"state\"\nurl = \"postgres://db.example/b\"\n",
+        "store.url",
+        &["store.path and store.url"],
+    );
+    assert_error(
+        "[store]\nurl = \"http://db.example/b\"\n",
+        "store.url",
+        &["postgres://"],
+    );
+}

@@ -275,11 +275,15 @@ fn ingest_hands_the_real_client_to_the_running_bridge() {
             "[server]\nlisten = \"127.0.0.1:{port}\"\n[dns]\nnameservers = [\"127.0.0.1:{}\"]\n\
              [domains]\nlocal = [\"cyrus.test\"]\n\
              [mail]\nlmtp_listen = \"127.0.0.1:{lmtp}\"\nlocal_clients = [\"127.0.0.0/8\"]\n\
-             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{front_port}/ischedule\"\n",
+             [[route]]\ndomain = \"cyrus.test\"\nto = \"http://127.0.0.1:{front_port}/ischedule\"\n\
+             [store]\npath = \"state\"\n",
             dns.port
         ),
     );
     let front = counting_receiver(front_port, &cyrus);
+    // The embedded store, whatever ISB_TEST_STORE says: the hand-off is
+    // for a store the running bridge holds locked (a shared PostgreSQL
+    // store is used by `ingest` itself).
     let dave = "mailto:dave@cyrus.test";
     put_event(&cyrus, "bob", "xclient", dave);
     let dir = tempfile::tempdir().unwrap();

@@ -32,7 +32,7 @@ use std::path::Path;
 use url::Url;
 
 use super::file::{self, File};
-use super::{Config, Route, RouteMatch};
+use super::{Config, Route, RouteMatch, StoreLocation};
 use crate::smtp;
 
 /// Printed in place of a secret. Not a usable value: `validate.rs` refuses
@@ -101,9 +101,7 @@ fn to_file(c: &Config) -> File {
         idempotency: file::Idempotency {
             window_secs: Some(c.idempotency_window.as_secs()),
         },
-        store: file::Store {
-            path: Some(path(&c.store_path)),
-        },
+        store: store(&c.store),
         mail: mail(&c.mail),
         dkim: dkim(&c.dkim),
         routes: c.routes.iter().map(route).collect(),
@@ -134,6 +132,23 @@ fn server(s: &super::Server) -> file::Server {
         grace_period_secs: Some(s.grace_period.as_secs()),
         shutdown_timeout_secs: Some(s.shutdown_timeout.as_secs()),
         handover_timeout_secs: Some(s.handover_timeout.as_secs()),
+    }
+}
+
+fn store(s: &StoreLocation) -> file::Store {
+    match s {
+        StoreLocation::Redb(dir) => file::Store {
+            path: Some(path(dir)),
+            url: None,
+            pool_size: None,
+            connect_timeout_secs: None,
+        },
+        StoreLocation::Postgres(pg) => file::Store {
+            path: None,
+            url: Url::parse(pg.url.secret()).ok().map(|u| redacted_url(&u)),
+            pool_size: Some(pg.pool_size as u64),
+            connect_timeout_secs: Some(pg.connect_timeout.as_secs_f64()),
+        },
     }
 }
 

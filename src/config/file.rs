@@ -192,6 +192,9 @@ pub struct Idempotency {
 #[serde(deny_unknown_fields)]
 pub struct Store {
     pub path: Option<String>,
+    pub url: Option<String>,
+    pub pool_size: Option<u64>,
+    pub connect_timeout_secs: Option<f64>,
 }
 
 #[derive(Debug, Deserialize, Serialize, Default)]

@@ -47,11 +47,58 @@ pub struct Config {
     pub queue: Queue,
     /// How long a POST's answer is kept to answer a retry of it identically.
     pub idempotency_window: Duration,
-    /// Folder of the durable state (queue, reply tokens, idempotency keys).
-    pub store_path: PathBuf,
+    /// Where the durable state (queue, reply tokens, idempotency keys) is.
+    pub store: StoreLocation,
     pub mail: Mail,
     pub dkim: Dkim,
     pub routes: Vec<Route>,
+}
+
+/// `[store]`: an embedded redb folder (the default, one bridge), or a
+/// PostgreSQL database several bridges share.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    Redb(PathBuf),
+    Postgres(Postgres),
+}
+
+/// `[store] url = "postgres://…"` and the pool's settings.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    pub url: DatabaseUrl,
+    /// Connections per bridge.
+    pub pool_size: usize,
+    /// Bounds connecting, and waiting for a free pooled connection.
+    pub connect_timeout: Duration,
+}
+
+/// A `postgres://` URL, which may hold a password: shown (Debug, Display,
+/// logs, `check`) with the password replaced by `***`; only
+/// [`DatabaseUrl::secret`] gives the real text, for connecting.
+#[derive(Clone)]
+pub struct DatabaseUrl(Url);
+
+impl DatabaseUrl {
+    pub fn secret(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut shown = self.0.clone();
+        if shown.password().is_some() {
+            // Cannot fail: the URL has a host, or it would have no password.
+            let _ = shown.set_password(Some("***"));
+        }
+        f.write_str(shown.as_str())
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
 }
 
 /// DKIM for iSchedule: the keys this bridge signs with, the keys partners

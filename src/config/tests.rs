@@ -290,10 +290,21 @@ mode = "imip-only"
 "#;
 
     /// Keys `EVERY_KEY` cannot give a value in effect, and why.
-    const NEVER_IN_EFFECT: &[(&str, &str)] = &[(
-        "smtp.outbox",
-        "unused with smtp.relay; the default's round trip prints it",
-    )];
+    const NEVER_IN_EFFECT: &[(&str, &str)] = &[
+        (
+            "smtp.outbox",
+            "unused with smtp.relay; the default's round trip prints it",
+        ),
+        (
+            "store.url",
+            "excludes store.path; postgres_store_prints_back_without_its_password covers it",
+        ),
+        ("store.pool_size", "PostgreSQL only, as store.url"),
+        (
+            "store.connect_timeout_secs",
+            "PostgreSQL only, as store.url",
+        ),
+    ];
 
     /// A folder with the files `EVERY_KEY` names, and its text there.
     fn every_key() -> (tempfile::TempDir, String, String) {
@@ -395,6 +406,7 @@ mode = "imip-only"
             .iter()
             .filter(|(path, values)| defaults.get(*path) == Some(values))
             .map(|(path, _)| path)
+            .filter(|path| !NEVER_IN_EFFECT.iter().any(|(k, _)| k == path))
             .collect();
         assert!(
             as_default.is_empty(),
@@ -509,4 +521,75 @@ fn upgrade_keys_default_beside_the_state_and_are_checked() {
     assert!(e.why.contains("20 s"), "{e}");
     let e = parse("[server]\ngrace_period_secs = 0\n").unwrap_err();
     assert_eq!(e.key, "server.grace_period_secs", "{e}");
+}
+
+#[test]
+fn postgres_store_prints_back_without_its_password() {
+    let c = parse(
+        "[store]\nurl = \"postgres://bridge:s3cret@db.example:5433/bridge\"\npool_size = 3\nconnect_timeout_secs = 2.5\n",
+    )
+    .unwrap();
+    let out = super::effective::config(&c).unwrap();
+    assert!(!out.contains("s3cret"), "{out}");
+    for line in [
+        "url = \"postgres://bridge:<redacted>@db.example:5433/bridge\"",
+        "pool_size = 3",
+        "connect_timeout_secs = 2.5",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+    // Copied back as printed, the placeholder is refused as the password.
+    let e = parse(&out).unwrap_err();
+    assert_eq!(e.key, "store.url", "{e}");
+    assert!(e.why.contains("in place of a secret"), "{e}");
+}
+
+#[test]
+fn store_is_redb_by_default_or_postgres_by_url_never_both() {
+    let c = parse("").unwrap();
+    assert!(
+        matches!(&c.store, StoreLocation::Redb(p) if p.ends_with("state")),
+        "{:?}",
+        c.store
+    );
+
+    let c = parse(
+        "[store]\nurl = \"postgres://bridge:s3cret@db.example:5433/bridge\"\npool_size = 3\n",
+    )
+    .unwrap();
+    let StoreLocation::Postgres(pg) = &c.store else {
+        panic!("{:?}", c.store)
+    };
+    assert_eq!(pg.pool_size, 3);
+    assert_eq!(pg.connect_timeout, Duration::from_secs(5));
+    assert_eq!(
+        pg.url.secret(),
+        "postgres://bridge:s3cret@db.example:5433/bridge"
+    );
+    // Shown anywhere (Debug of the whole config, Display): no password.
+    let shown = format!("{c:?} {}", pg.url);
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(
+        shown.contains("postgres://bridge:***@db.example:5433/bridge"),
+        "{shown}"
+    );
+
+    let e = parse("[store]\npath = \"state\"\nurl = \"postgres://db.example/b\"\n").unwrap_err();
+    assert_eq!(e.key, "store.url");
+    assert!(e.why.contains("store.path and store.url"), "{e}");
+
+    for bad in ["mysql://db.example/b", "postgres:///b", "not a url"] {
+        let e = parse(&format!("[store]\nurl = \"{bad}\"\n")).unwrap_err();
+        assert_eq!(e.key, "store.url", "{bad}: {e}");
+    }
+    let e =
+        parse("[store]\nurl = \"postgres://u:pw1@db.example/b?sslmode=sideways\"\n").unwrap_err();
+    assert!(e.why.contains("not a usable PostgreSQL URL"), "{e}");
+    assert!(!e.why.contains("pw1"), "{e}");
+
+    let e = parse("[store]\npool_size = 0\nurl = \"postgres://db.example/b\"\n").unwrap_err();
+    assert_eq!(e.key, "store.pool_size");
+    let e = parse("[store]\npool_size = 4\n").unwrap_err();
+    assert_eq!(e.key, "store.pool_size");
+    assert!(e.why.contains("PostgreSQL only"), "{e}");
 }

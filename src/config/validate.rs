@@ -13,8 +13,9 @@ use url::Url;
 use super::effective::REDACTED;
 use super::file::{self, File};
 use super::{
-    Accept, Config, Dkim, DkimKey, DkimPolicy, Dns, Imip, Limits, Mail, Mode, Queue, ReplyRouting,
-    Route, RouteMatch, Senders, Server, Smtp, Timeouts, Tls, TlsListener, TrustedKey,
+    Accept, Config, DatabaseUrl, Dkim, DkimKey, DkimPolicy, Dns, Imip, Limits, Mail, Mode,
+    Postgres, Queue, ReplyRouting, Route, RouteMatch, Senders, Server, Smtp, StoreLocation,
+    Timeouts, Tls, TlsListener, TrustedKey,
 };
 use crate::dkim::{KeyMethod, PublicKey, SigningKey};
 use crate::itip::CalAddress;
@@ -292,10 +293,14 @@ fn bounded(
 
 pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigError> {
     let c = Checker { source, base };
-    let store_path = c
-        .base
-        .join(raw.store.path.unwrap_or_else(|| "state".into()));
-    let server = server(&c, raw.server, &store_path)?;
+    let store = store(&c, raw.store)?;
+    // The upgrade socket and the pid file live beside the embedded store,
+    // or where it would be when the state is in PostgreSQL.
+    let runtime_dir = match &store {
+        StoreLocation::Redb(path) => path.clone(),
+        StoreLocation::Postgres(_) => c.base.join("state"),
+    };
+    let server = server(&c, raw.server, &runtime_dir)?;
     let dns = dns(&c, raw.dns)?;
     let tls = Tls {
         ca_file: raw
@@ -366,11 +371,72 @@ pub fn validate(raw: File, source: &str, base: &Path) -> Result<Config, ConfigEr
         smtp,
         queue,
         idempotency_window,
-        store_path,
+        store,
         mail,
         dkim,
         routes,
     })
+}
+
+/// `[store]`: `path` (redb, the default) or `url` (PostgreSQL), never both.
+/// The URL's syntax is checked here; nothing connects before the bridge
+/// starts.
+fn store(c: &Checker, s: file::Store) -> Result<StoreLocation, ConfigError> {
+    let Some(url) = s.url else {
+        for (key, set) in [
+            ("store.pool_size", s.pool_size.is_some()),
+            (
+                "store.connect_timeout_secs",
+                s.connect_timeout_secs.is_some(),
+            ),
+        ] {
+            if set {
+                return Err(c.err(key, "applies to PostgreSQL only: set store.url too"));
+            }
+        }
+        let path = s.path.unwrap_or_else(|| "state".into());
+        return Ok(StoreLocation::Redb(c.base.join(path)));
+    };
+    if s.path.is_some() {
+        return Err(c.err(
+            "store.url",
+            "store.path and store.url are both set: choose one (path for the embedded redb, url for PostgreSQL)",
+        ));
+    }
+    let parsed = Url::parse(&url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "postgres" | "postgresql") && u.host_str().is_some());
+    // Shown without its password, whatever is wrong with it.
+    let shown = |u: &Url| DatabaseUrl(u.clone()).to_string();
+    let Some(parsed) = parsed else {
+        return Err(c.err(
+            "store.url",
+            "must be a postgres:// URL with a host, e.g. postgres://bridge@db.example:5432/bridge",
+        ));
+    };
+    match url.parse::<tokio_postgres::Config>() {
+        Ok(settings) => {
+            if let Some(password) = settings.get_password() {
+                c.secret("store.url", &String::from_utf8_lossy(password))?;
+            }
+        }
+        Err(e) => {
+            return Err(c.err(
+                "store.url",
+                format!("{} is not a usable PostgreSQL URL: {e}", shown(&parsed)),
+            ))
+        }
+    }
+    let pool_size = match s.pool_size.unwrap_or(8) {
+        n @ 1..=1000 => n as usize,
+        n => return Err(c.err("store.pool_size", format!("{n} is not between 1 and 1000"))),
+    };
+    let connect_timeout = c.seconds("store.connect_timeout_secs", s.connect_timeout_secs, 5.0)?;
+    Ok(StoreLocation::Postgres(Postgres {
+        url: DatabaseUrl(parsed),
+        pool_size,
+        connect_timeout,
+    }))
 }
 
 fn dkim(c: &Checker, d: file::Dkim) -> Result<Dkim, ConfigError> {

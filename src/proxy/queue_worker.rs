@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
-use crate::mail::outbound::queue::{GivenUp, Mailer};
+use crate::mail::outbound::queue::{GivenUp, Mailer, CLAIM};
 use crate::proxy::in_flight::InFlight;
 use crate::scheduling::{unix_now, Scheduler};
 use crate::store;
@@ -18,6 +18,9 @@ use crate::store;
 /// Longest sleep between passes, so mail queued by `queue retry` from the
 /// command line is picked up soon even when nothing else is due.
 const MAX_IDLE: Duration = Duration::from_secs(5);
+
+/// Claims worked in one pass before the worker looks at the clock again.
+const CLAIMS_PER_PASS: usize = 16;
 
 /// How often expired idempotency and sent-mail records are swept (a full scan).
 const PURGE_EVERY_SECS: u64 = 60;
@@ -53,15 +56,25 @@ impl QueueWorker {
                 }
             }
         }
-        match mailer.retry_due(unix_now()).await {
-            Ok(given_up) => {
-                for g in &given_up {
-                    self.report_given_up(g).await;
+        // Claim after claim, each settled (and its failures reported)
+        // within its lease, while whole claims come back.
+        for _ in 0..CLAIMS_PER_PASS {
+            match mailer.retry_due(unix_now()).await {
+                Ok(claimed) => {
+                    for g in &claimed.given_up {
+                        self.report_given_up(g).await;
+                    }
+                    if claimed.count < CLAIM {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(target: "ischedule::queue", error = %e, "queue pass failed");
+                    break;
                 }
             }
-            Err(e) => tracing::error!(target: "ischedule::queue", error = %e, "queue pass failed"),
         }
-        match mailer.store.next_due() {
+        match store::blocking(&mailer.store, "next_due", |s| s.next_due()).await {
             // Never a busy loop, even when items are overdue.
             Ok(Some(next)) => Duration::from_secs(next.saturating_sub(unix_now()))
                 .clamp(Duration::from_millis(200), MAX_IDLE),
@@ -83,7 +96,7 @@ impl QueueWorker {
             .scheduler
             .report_failure(notice, &why, &reference)
             .await;
-        if let Err(e) = self.mailer.reported(given_up, &outcome, unix_now()) {
+        if let Err(e) = self.mailer.reported(given_up, &outcome, unix_now()).await {
             tracing::error!(target: "ischedule::queue", id = given_up.id, error = %e, "could not settle a given-up item; its report will be repeated");
         }
     }

@@ -25,6 +25,7 @@ use crate::mail::outbound::queue_admin;
 use crate::metrics::{self, PostOutcome};
 use crate::scheduling::sender::{self, Sender};
 use crate::scheduling::{unix_now, MailPolicy, Scheduled, Scheduler};
+use crate::store;
 
 /// Pingora application state shared by every request.
 pub struct BridgeService {
@@ -209,7 +210,11 @@ impl BridgeService {
         let sender = senders::classify(config, client_ip(session), &session.req_header().headers);
         let (status, body) = match sender {
             Sender::Local { .. } => {
-                match queue_admin::run(self.scheduler.store.as_ref(), action, unix_now()) {
+                let now = unix_now();
+                let done = store::blocking(&self.scheduler.store, "queue", move |s| {
+                    queue_admin::run(s, action, now)
+                });
+                match done.await {
                     Ok(answer @ queue_admin::Answer::Done { done: false, .. }) => {
                         (404, serde_json::to_string(&answer).unwrap_or_default())
                     }

@@ -10,6 +10,8 @@
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::digest;
 use crate::ischedule::request::SchedulingRequest;
 use crate::ischedule::xml::{RecipientResponse, ScheduleResponse};
@@ -42,22 +44,18 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    /// What the store holds for `key`; nothing when there is no record, or
-    /// when it cannot be read (then the request is simply scheduled).
-    pub async fn recall(store: &Arc<dyn Store>, key: &str, now: UnixTime) -> Recorded {
+    /// What the store holds for `key`; nothing when there is no record (or
+    /// an unreadable one). A store that cannot be asked is an error: a
+    /// retry could then not be told from a first request.
+    pub async fn recall(
+        store: &Arc<dyn Store>,
+        key: &str,
+        now: UnixTime,
+    ) -> Result<Recorded, StoreError> {
         let key = key.to_string();
-        let stored = store::blocking(store, "recall", move |s| s.recall(&key, now));
-        let responses = match stored.await {
-            Ok(Some(stored)) => ScheduleResponse::parse(&stored)
-                .map(|r| r.responses)
-                .unwrap_or_default(),
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                tracing::warn!(target: "ischedule::post", error = %e, "could not read the idempotency record");
-                Vec::new()
-            }
-        };
-        Recorded { responses }
+        let stored = store::blocking(store, "recall", move |s| s.recall(&key, now)).await?;
+        let responses = stored.map(|bytes| decode(&bytes)).unwrap_or_default();
+        Ok(Recorded { responses })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -86,13 +84,109 @@ impl Recorded {
         if self.responses.len() == before {
             return Ok(());
         }
-        let document = ScheduleResponse {
-            responses: self.responses.clone(),
-        };
-        let (key, xml) = (key.to_string(), document.to_xml());
+        let (key, record) = (key.to_string(), encode(&self.responses));
         store::blocking(store, "remember", move |s| {
-            s.remember(&key, xml.as_bytes(), expires_at)
+            s.remember(&key, &record, expires_at)
         })
         .await
+    }
+}
+
+/// One recipient's final answer as the record keeps it: the address, the
+/// request-status and the words that came with it, as short JSON fields;
+/// not the XML document, whose markup would be most of every row of a
+/// store that holds a day of traffic (README, "Sizing").
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    #[serde(rename = "r")]
+    recipient: String,
+    #[serde(rename = "s")]
+    status: String,
+    #[serde(rename = "d", default, skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    calendar_data: Option<String>,
+}
+
+fn encode(responses: &[RecipientResponse]) -> Vec<u8> {
+    let kept: Vec<Kept> = responses
+        .iter()
+        .map(|r| Kept {
+            recipient: r.recipient.clone(),
+            status: r.status.to_string(),
+            description: r.description.clone(),
+            error: r.error.clone(),
+            calendar_data: r.calendar_data.clone(),
+        })
+        .collect();
+    // Strings only: serializing cannot fail.
+    serde_json::to_vec(&kept).unwrap_or_default()
+}
+
+/// The answers of a record; none from one that does not read, so the
+/// request is then simply scheduled. A record that starts with `<` is an
+/// XML document written by a bridge before this format, read for as long
+/// as such records live (one idempotency window after an upgrade).
+fn decode(bytes: &[u8]) -> Vec<RecipientResponse> {
+    if bytes.starts_with(b"<") {
+        return ScheduleResponse::parse(bytes)
+            .map(|r| r.responses)
+            .unwrap_or_default();
+    }
+    let Ok(kept) = serde_json::from_slice::<Vec<Kept>>(bytes) else {
+        return Vec::new();
+    };
+    kept.into_iter()
+        .map_while(|k| {
+            Some(RecipientResponse {
+                recipient: k.recipient,
+                status: k.status.parse().ok()?,
+                calendar_data: k.calendar_data,
+                error: k.error,
+                description: k.description,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ischedule::RequestStatus;
+
+    #[test]
+    fn records_round_trip_compactly_and_old_xml_records_still_read() {
+        let responses = vec![
+            RecipientResponse {
+                recipient: "mailto:carol@example.org".into(),
+                status: RequestStatus::new(StatusCode::SENT, "Sent"),
+                calendar_data: None,
+                error: None,
+                description: Some("250 2.0.0 Ok: queued as 4F2A1".into()),
+            },
+            RecipientResponse {
+                recipient: "mailto:dave@example.org".into(),
+                status: RequestStatus::invalid_user(),
+                calendar_data: None,
+                error: Some("invalid-calendar-user".into()),
+                description: None,
+            },
+        ];
+        let record = encode(&responses);
+        assert_eq!(decode(&record), responses);
+        let xml = ScheduleResponse {
+            responses: responses.clone(),
+        }
+        .to_xml();
+        assert!(
+            record.len() * 2 < xml.len(),
+            "{} bytes, the XML {}",
+            record.len(),
+            xml.len()
+        );
+        assert_eq!(decode(xml.as_bytes()), responses);
+        assert_eq!(decode(b"{not json"), vec![]);
     }
 }

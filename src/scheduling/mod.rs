@@ -42,7 +42,7 @@ use crate::ischedule::RequestStatus;
 use crate::itip::ComponentKind;
 use crate::metrics;
 use crate::routing::{Routed, Router};
-use crate::store::{Store, UnixTime};
+use crate::store::{Store, StoreError, UnixTime};
 use delivery::response;
 use idempotency::Recorded;
 use merge::Outcomes;
@@ -91,6 +91,42 @@ pub fn unix_now() -> UnixTime {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The answer when the state store cannot be asked.
+fn store_unavailable(request: &SchedulingRequest, error: &StoreError) -> Scheduled {
+    tracing::warn!(target: "ischedule::post", error = %error, "idempotency record unreadable: nothing sent");
+    let why = match error {
+        StoreError::Unavailable { .. } => error.to_string(),
+        _ => format!("state store unavailable: {error}"),
+    };
+    let status = RequestStatus::service_unavailable();
+    let responses: Vec<RecipientResponse> = request
+        .recipients
+        .iter()
+        .map(|r| response(r, status.clone(), &why))
+        .collect();
+    let log = request
+        .recipients
+        .iter()
+        .map(|r| RecipientLog {
+            recipient: r.to_string(),
+            route: "none".into(),
+            receiver: None,
+            status: status.to_string(),
+            author: Author::Bridge,
+            path: metrics::Path::None,
+            detail: None,
+        })
+        .collect();
+    for _ in &responses {
+        metrics::get().status(metrics::Path::None, status.code.class);
+    }
+    Scheduled {
+        response: ScheduleResponse { responses },
+        log,
+        repeated: false,
+    }
+}
+
 impl Scheduler {
     pub fn router(&self) -> Router<'_> {
         Router {
@@ -102,7 +138,14 @@ impl Scheduler {
     pub async fn schedule(&self, request: &SchedulingRequest, policy: MailPolicy) -> Scheduled {
         let key = idempotency::key(request);
         let mut recorded = match &key {
-            Some(key) => Recorded::recall(&self.store, key, unix_now()).await,
+            Some(key) => match Recorded::recall(&self.store, key, unix_now()).await {
+                Ok(recorded) => recorded,
+                // Nothing is sent: without the record a retry cannot be
+                // told from a first request, and sending could send twice.
+                // Every recipient gets a temporary failure saying why, and
+                // the sender (or the MTA, told 4xx) tries again.
+                Err(e) => return store_unavailable(request, &e),
+            },
             None => Recorded::default(),
         };
         let fresh: Vec<_> = request

@@ -193,8 +193,13 @@ impl Store for Handover {
     fn enqueue(&self, mail: &QueuedMail, limit: usize) -> Result<u64, StoreError> {
         self.with(|s| s.enqueue(mail, limit))
     }
-    fn due(&self, now: UnixTime, limit: usize) -> Result<Vec<(u64, QueuedMail)>, StoreError> {
-        self.with(|s| s.due(now, limit))
+    fn claim_due(
+        &self,
+        now: UnixTime,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(u64, QueuedMail)>, StoreError> {
+        self.with(|s| s.claim_due(now, limit, lease))
     }
     fn next_due(&self) -> Result<Option<UnixTime>, StoreError> {
         self.with(|s| s.next_due())

@@ -1,17 +1,20 @@
 //! Durable state of the bridge: the outbound iMIP mail queue, reply tokens,
 //! idempotency keys and the records of mail sent (DESIGN.md, "State").
 //!
-//! Everything goes through the one [`Store`] trait so that the embedded
-//! [`RedbStore`] can later be joined by a PostgreSQL backend shared by
-//! several bridge nodes, without the callers changing.
+//! Everything goes through the one [`Store`] trait: the embedded
+//! [`RedbStore`] (one bridge) or [`PostgresStore`] (a database several
+//! bridges share), the callers the same for both.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 pub mod handover;
+pub mod postgres_store;
 pub mod redb_store;
 pub use handover::Handover;
+pub use postgres_store::PostgresStore;
 pub use redb_store::RedbStore;
 
 /// Seconds since the Unix epoch; the store never reads the clock itself
@@ -104,6 +107,26 @@ pub enum StoreError {
     /// `enqueue` when the queue already holds its limit.
     #[error("the outbound mail queue is full ({limit} messages, queue.max_messages)")]
     QueueFull { limit: usize },
+    /// The shared database cannot be reached, or refused the statement:
+    /// a temporary failure, for the caller to answer as one (deferred
+    /// mail, `5.1` to a POST) rather than lose anything.
+    #[error("state store unavailable: {op}: {reason}")]
+    Unavailable { op: &'static str, reason: String },
+    /// The database was migrated by a newer bridge.
+    #[error("state database {url} has schema version {found}; this bridge knows only up to {known}: upgrade the bridge")]
+    SchemaTooNew {
+        url: String,
+        found: i32,
+        known: usize,
+    },
+    /// A stored row does not decode.
+    #[error("corrupt {what} in {url}")]
+    CorruptRow {
+        what: String,
+        url: String,
+        #[source]
+        why: serde_json::Error,
+    },
     /// Work handed to a blocking thread did not come back (it panicked,
     /// or the runtime is shutting down).
     #[error("{op}: the store's worker thread failed: {reason}")]
@@ -185,9 +208,20 @@ pub trait Store: Send + Sync {
     /// answer "1.0;Pending" is only sent after this. Refused with
     /// [`StoreError::QueueFull`] when `limit` messages are queued already.
     fn enqueue(&self, mail: &QueuedMail, limit: usize) -> Result<u64, StoreError>;
-    /// Items with next_attempt <= now, oldest next_attempt first (then by
-    /// id), at most `limit`.
-    fn due(&self, now: UnixTime, limit: usize) -> Result<Vec<(u64, QueuedMail)>, StoreError>;
+    /// Claims the items with next_attempt <= now, oldest next_attempt
+    /// first (then by id), at most `limit`: each one's next_attempt moves to
+    /// `now + lease` in the same transaction, and the items are returned
+    /// with that next_attempt. Several bridges sharing one queue thus never
+    /// take the same item, and an item whose bridge dies before settling it
+    /// (`reschedule`, `give_up`, `remove`) is due again when the lease runs
+    /// out: sent late rather than lost. The lease must outlast the sending
+    /// of the whole claim.
+    fn claim_due(
+        &self,
+        now: UnixTime,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(u64, QueuedMail)>, StoreError>;
     /// Earliest next_attempt of any item (for the worker's sleep), None if empty.
     fn next_due(&self) -> Result<Option<UnixTime>, StoreError>;
     /// Records a failed attempt; [`StoreError::NotQueued`] if `id` is unknown.
@@ -265,6 +299,10 @@ where
             reason: e.to_string(),
         })?
 }
+
+/// A renewal is written only when the stored expiry falls this much short
+/// of the asked one, so a burst of mail for one event costs one fsync.
+const RENEW_SLACK: UnixTime = 86_400;
 
 /// Length of a reply token: 20 base32 characters carry 100 random bits,
 /// too many to guess, short enough for an address local part.

@@ -26,6 +26,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use redb::{
     Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -36,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     new_token, FailureNotice, QueueSummary, QueuedMail, Store, StoreError, TokenKey, Undeliverable,
-    UnixTime,
+    UnixTime, RENEW_SLACK,
 };
 
 pub(super) const FILE_NAME: &str = "bridge.redb";
@@ -45,6 +46,11 @@ const QUEUE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue");
 /// Lets `due` and `next_due` read only the items that are due, in order,
 /// instead of decoding every queued message.
 const QUEUE_BY_DUE: TableDefinition<(u64, u64), ()> = TableDefinition::new("queue_by_due");
+/// Items claimed and not yet settled, with the next_attempt they had:
+/// only one process ever has the file, so at open every lease is a dead
+/// process's, and its items are due again at once instead of when the
+/// lease would have run out.
+const QUEUE_LEASES: TableDefinition<u64, u64> = TableDefinition::new("queue_leases");
 /// Kept in the database so ids are never reused, even after the queue was
 /// empty and the bridge restarted (log lines stay unambiguous).
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
@@ -101,7 +107,29 @@ impl RedbStore {
             })?;
         let store = RedbStore { db, path };
         store.create_tables()?;
+        store.release_leases()?;
         Ok(store)
+    }
+
+    fn release_leases(&self) -> Result<(), StoreError> {
+        self.write("open", |txn, op| {
+            let leases: Vec<(u64, u64)> = {
+                let table = txn.open_table(QUEUE_LEASES).during(op)?;
+                let entries = table.iter().during(op)?;
+                entries
+                    .map(|e| e.during(op).map(|(id, was)| (id.value(), was.value())))
+                    .collect::<Result<_, _>>()?
+            };
+            for (id, was) in leases {
+                // Settled items have no lease: an entry without its item
+                // cannot be, and is simply dropped with the others.
+                if let Some(mut mail) = delete_mail(txn, id, op)? {
+                    mail.next_attempt = was;
+                    insert_mail(txn, id, &mail, op)?;
+                }
+            }
+            Ok(())
+        })
     }
 
     /// Opening a table in a write transaction creates it, so later read
@@ -115,6 +143,7 @@ impl RedbStore {
             txn.open_table(TOKEN_BY_KEY).during(op)?;
             txn.open_table(IDEMPOTENCY).during(op)?;
             txn.open_table(SENT).during(op)?;
+            txn.open_table(QUEUE_LEASES).during(op)?;
             Ok(())
         })
     }
@@ -167,14 +196,31 @@ impl Store for RedbStore {
         })
     }
 
-    fn due(&self, now: UnixTime, limit: usize) -> Result<Vec<(u64, QueuedMail)>, StoreError> {
-        self.read("due", |txn, op| {
-            let by_due = txn.open_table(QUEUE_BY_DUE).during(op)?;
-            let queue = txn.open_table(QUEUE).during(op)?;
-            let mut items = Vec::new();
-            for entry in by_due.range(..=(now, u64::MAX)).during(op)?.take(limit) {
-                let (_, id) = entry.during(op)?.0.value();
-                let mail = load_mail(&queue, id, op)?.ok_or_else(|| op.inconsistent(id))?;
+    fn claim_due(
+        &self,
+        now: UnixTime,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<(u64, QueuedMail)>, StoreError> {
+        let until = now.saturating_add(lease.as_secs());
+        self.write("claim_due", |txn, op| {
+            let due: Vec<u64> = {
+                let by_due = txn.open_table(QUEUE_BY_DUE).during(op)?;
+                let entries = by_due.range(..=(now, u64::MAX)).during(op)?.take(limit);
+                entries
+                    .map(|entry| entry.during(op).map(|(key, _)| key.value().1))
+                    .collect::<Result<_, _>>()?
+            };
+            let mut items = Vec::with_capacity(due.len());
+            for id in due {
+                let mut mail = delete_mail(txn, id, op)?.ok_or_else(|| op.inconsistent(id))?;
+                let was = mail.next_attempt;
+                mail.next_attempt = until;
+                insert_mail(txn, id, &mail, op)?;
+                txn.open_table(QUEUE_LEASES)
+                    .during(op)?
+                    .insert(id, was)
+                    .during(op)?;
                 items.push((id, mail));
             }
             Ok(items)
@@ -436,6 +482,11 @@ fn delete_mail(
     let mail: QueuedMail = decode(value.value(), || queue_item(id), op)?;
     let mut by_due = txn.open_table(QUEUE_BY_DUE).during(op)?;
     by_due.remove((mail.next_attempt, id)).during(op)?;
+    // Settled (or claimed again, which writes a new lease).
+    txn.open_table(QUEUE_LEASES)
+        .during(op)?
+        .remove(id)
+        .during(op)?;
     Ok(Some(mail))
 }
 
@@ -499,10 +550,6 @@ fn load_token(
 fn token_item(token: &str) -> String {
     format!("token {token} of table `reply_tokens`")
 }
-
-/// A renewal is written only when the stored expiry falls this much short
-/// of the asked one, so a burst of mail for one event costs one fsync.
-const RENEW_SLACK: UnixTime = 86_400;
 
 /// A token's row: the key, flattened so rows written before tokens expired
 /// still read, and the expiry (absent in those rows: they last until the
@@ -643,6 +690,7 @@ mod tests {
     /// No queue limit, and tokens valid long after the tests' clock.
     const LIMIT: usize = usize::MAX;
     const LATER: UnixTime = 1_000_000;
+    const LEASE: Duration = Duration::from_secs(600);
 
     fn open() -> (tempfile::TempDir, RedbStore) {
         let dir = tempfile::tempdir().unwrap();
@@ -694,16 +742,43 @@ mod tests {
             .enqueue(&mail("future@example.org", 1000), LIMIT)
             .unwrap();
 
-        assert_eq!(ids(&store.due(99, 10).unwrap()), Vec::<u64>::new());
-        assert_eq!(ids(&store.due(300, 10).unwrap()), vec![early, tie, late]);
-        assert_eq!(ids(&store.due(300, 2).unwrap()), vec![early, tie]);
-        assert_eq!(store.due(300, 0).unwrap(), vec![]);
         assert_eq!(
-            ids(&store.due(u64::MAX, 10).unwrap()),
-            vec![early, tie, late, future]
+            ids(&store.claim_due(99, 10, LEASE).unwrap()),
+            Vec::<u64>::new()
         );
-        let (_, first) = &store.due(100, 1).unwrap()[0];
-        assert_eq!(first, &mail("early@example.org", 100));
+        assert_eq!(store.claim_due(300, 0, LEASE).unwrap(), vec![]);
+        let claimed = store.claim_due(300, 2, LEASE).unwrap();
+        assert_eq!(ids(&claimed), vec![early, tie]);
+        let until = 300 + LEASE.as_secs();
+        assert_eq!(claimed[0].1, mail("early@example.org", until));
+        // Claimed items are not due again until their lease runs out.
+        assert_eq!(ids(&store.claim_due(300, 10, LEASE).unwrap()), vec![late]);
+        assert_eq!(store.claim_due(until - 1, 10, LEASE).unwrap(), vec![]);
+        // All due at the same moment now: by id.
+        assert_eq!(
+            ids(&store.claim_due(until, 10, LEASE).unwrap()),
+            vec![late, early, tie]
+        );
+        assert_eq!(store.get(future).unwrap().unwrap().next_attempt, 1000);
+    }
+
+    #[test]
+    fn leases_of_a_dead_process_are_released_at_open_and_settled_ones_stay_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path()).unwrap();
+        let claimed = store.enqueue(&mail("a@example.org", 100), LIMIT).unwrap();
+        let settled = store.enqueue(&mail("b@example.org", 100), LIMIT).unwrap();
+        assert_eq!(store.claim_due(100, 10, LEASE).unwrap().len(), 2);
+        store.reschedule(settled, 5000, 1, "451 later").unwrap();
+        drop(store);
+        // As after a crash: the claim was never settled.
+        let store = RedbStore::open(dir.path()).unwrap();
+        assert_eq!(store.get(claimed).unwrap().unwrap().next_attempt, 100);
+        assert_eq!(store.get(settled).unwrap().unwrap().next_attempt, 5000);
+        assert_eq!(
+            ids(&store.claim_due(100, 10, LEASE).unwrap()),
+            vec![claimed]
+        );
     }
 
     #[test]
@@ -765,8 +840,8 @@ mod tests {
         assert_eq!(item.next_attempt, 400);
         assert_eq!(item.last_error.as_deref(), Some("451 4.3.0 relay busy"));
         assert_eq!(item.message, mail("bob@example.org", 100).message);
-        assert_eq!(store.due(399, 10).unwrap(), vec![]);
-        assert_eq!(ids(&store.due(400, 10).unwrap()), vec![id]);
+        assert_eq!(store.claim_due(399, 10, LEASE).unwrap(), vec![]);
+        assert_eq!(ids(&store.claim_due(400, 10, LEASE).unwrap()), vec![id]);
     }
 
     #[test]
@@ -792,7 +867,7 @@ mod tests {
         );
         assert_eq!(store.remove(gone).unwrap(), None);
         assert_eq!(store.get(gone).unwrap(), None);
-        assert_eq!(ids(&store.due(100, 10).unwrap()), vec![keep]);
+        assert_eq!(ids(&store.claim_due(100, 10, LEASE).unwrap()), vec![keep]);
         assert_eq!(store.remove(999).unwrap(), None);
     }
 
@@ -981,10 +1056,10 @@ mod tests {
             reports: 0,
         };
         store.give_up(id, 150, &undeliverable).unwrap();
-        let (due_id, item) = store.due(150, 10).unwrap().remove(0);
+        assert_eq!(store.get(id).unwrap().unwrap().next_attempt, 150);
+        let (due_id, item) = store.claim_due(150, 10, LEASE).unwrap().remove(0);
         assert_eq!(due_id, id);
         assert_eq!(item.given_up.as_ref(), Some(&undeliverable));
-        assert_eq!(item.next_attempt, 150);
         assert!(matches!(
             store.give_up(99, 1, &undeliverable),
             Err(StoreError::NotQueued { id: 99 })
@@ -1019,7 +1094,7 @@ mod tests {
         for err in [
             store.get(bad).unwrap_err(),
             store.list().unwrap_err(),
-            store.due(100, 10).unwrap_err(),
+            store.claim_due(100, 10, LEASE).unwrap_err(),
             store.remove(bad).unwrap_err(),
             store.reschedule(bad, 200, 1, "x").unwrap_err(),
         ] {
@@ -1029,7 +1104,7 @@ mod tests {
             assert_eq!(what, &format!("item {bad} of table `queue`"));
             assert!(err.to_string().contains(&file), "{err}");
         }
-        assert_eq!(ids(&store.due(100, 1).unwrap()), vec![good]);
+        assert_eq!(ids(&store.claim_due(100, 1, LEASE).unwrap()), vec![good]);
         assert!(store.get(good).unwrap().is_some());
     }
 
@@ -1051,7 +1126,7 @@ mod tests {
             .insert((5, 77), ())
             .unwrap();
         txn.commit().unwrap();
-        let err = store.due(10, 10).unwrap_err();
+        let err = store.claim_due(10, 10, LEASE).unwrap_err();
         assert!(matches!(err, StoreError::Inconsistent { .. }), "{err:?}");
         assert!(
             err.to_string().contains("item 77 of table `queue`"),
@@ -1091,7 +1166,10 @@ mod tests {
         );
         let recipients: HashSet<&str> = listed.iter().map(|(_, m)| m.recipient.as_str()).collect();
         assert_eq!(recipients.len(), 1000);
-        assert_eq!(store.due(u64::MAX, usize::MAX).unwrap().len(), 1000);
+        assert_eq!(
+            store.claim_due(u64::MAX, usize::MAX, LEASE).unwrap().len(),
+            1000
+        );
     }
 }
 

@@ -5,6 +5,8 @@
 //! test panic with the peer's log: tests never skip. Only std, `tempfile` and `base64` are used.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod postgres;
+
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, Read, Write};
@@ -661,9 +663,19 @@ impl Bridge {
     /// paths such as `state` land there) and runs the bridge until `GET
     /// /.well-known/ischedule?action=capabilities` on `port` answers 200 (at most 15 s).
     /// `port` must be the one the config's `[server] listen` names.
+    ///
+    /// With `ISB_TEST_STORE=postgres` a config without a `[store]` table
+    /// gets one naming a fresh PostgreSQL database (see [`postgres`]).
     pub fn start(port: u16, config_toml: &str) -> Bridge {
         let dir = TempDir::new().expect("temp dir");
         let config = dir.path().join("bridge.toml");
+        let has_store = config_toml.lines().any(|l| l.trim() == "[store]");
+        let config_toml = if postgres::wanted() && !has_store {
+            let url = postgres::shared_url();
+            format!("{config_toml}\n[store]\nurl = \"{url}\"\n")
+        } else {
+            config_toml.to_string()
+        };
         fs::write(&config, config_toml).expect("write bridge.toml");
         Bridge::start_in(port, dir)
     }

@@ -23,6 +23,7 @@ use crate::mail::outbound::transport::Transport;
 use crate::scheduling::failure_report::ReportOutcome;
 use crate::scheduling::{unix_now, MailPolicy, Scheduler, Sender};
 use crate::smtp::{EnhancedStatus, Outcome, SmtpReply};
+use crate::store;
 
 pub struct Intake {
     pub scheduler: Arc<Scheduler>,
@@ -159,7 +160,7 @@ impl Delivery for Intake {
             message: report,
             notice: None,
         };
-        match self.mailer.queue_now(report, unix_now()) {
+        match self.mailer.queue_now(report, unix_now()).await {
             Ok(id) => {
                 tracing::info!(target: "ischedule::mail", to = %to, failed = failed.len(), queued = id, "delivery status notification queued");
             }
@@ -212,12 +213,23 @@ impl Intake {
         let count = envelope.recipients.len();
         let sender = self.authenticate(envelope, message, itip).await;
         let config = &self.scheduler.config;
-        let store = self.scheduler.store.as_ref();
-        let translated =
-            match to_ischedule::translate(config, store, itip, &envelope.recipients, &sender) {
-                Ok(t) => t,
-                Err(refusal) => return vec![refusal_reply(&refusal); count],
-            };
+        // It may resolve a reply token: a store round trip, on a thread
+        // that may block.
+        let translation = {
+            let (config, itip) = (config.clone(), itip.clone());
+            let (rcpts, sender) = (envelope.recipients.clone(), sender.clone());
+            store::blocking(&self.scheduler.store, "translate", move |store| {
+                Ok(to_ischedule::translate(
+                    &config, store, &itip, &rcpts, &sender,
+                ))
+            })
+            .await
+        };
+        let translated = match translation {
+            Ok(Ok(t)) => t,
+            Ok(Err(refusal)) => return vec![refusal_reply(&refusal); count],
+            Err(e) => return vec![refusal_reply(&Refusal::Store(e)); count],
+        };
         let (kind, by) = &translated.vouched_by;
         let request = &translated.request;
         if !config.accepted_for(&request.originator).contains(kind) {
@@ -325,9 +337,12 @@ impl Intake {
     /// sent (see [`bounce::honoured`]). Until that REPLY is posted the
     /// bounce is deferred, so its sender keeps it and retries.
     async fn bounce(&self, bounce: &Bounce) -> SmtpReply {
-        let store = self.scheduler.store.as_ref();
-        let record = match bounce.original_message_id.as_deref() {
-            Some(id) => match store.sent(id, unix_now()) {
+        let record = match bounce.original_message_id.clone() {
+            Some(id) => match store::blocking(&self.scheduler.store, "sent", move |s| {
+                s.sent(&id, unix_now())
+            })
+            .await
+            {
                 Ok(record) => record,
                 Err(e) => {
                     let why = format!("the record of sent mail cannot be read: {e}");

@@ -18,8 +18,13 @@ use crate::scheduling::failure_report::ReportOutcome;
 use crate::smtp::{Outcome, StatusMap};
 use crate::store::{self, QueuedMail, Store, StoreError, Undeliverable, UnixTime};
 
-/// How many due messages one pass of the worker takes.
-const BATCH: usize = 64;
+/// How many due messages one claim takes. Small, because the claim's
+/// lease must cover sending them one after the other, and reporting those
+/// given up: what a dead bridge claimed waits that long for another.
+pub const CLAIM: usize = 4;
+
+/// Added to a lease for the store's round trips.
+const LEASE_MARGIN: Duration = Duration::from_secs(10);
 
 /// Failed attempts to post a failure REPLY before the notice is dropped
 /// (logged as an error): with the queue's back-off that is days of trying.
@@ -36,6 +41,18 @@ pub struct Mailer {
     pub remember_sent: Duration,
     /// Wakes the queue worker when mail is queued to go out at once.
     pub wake: Notify,
+    /// How long a claim keeps other bridges sharing the queue off its
+    /// mail: see [`Mailer::lease_for`].
+    pub lease: Duration,
+}
+
+/// What one claim of due mail came to.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// How many items were claimed: fewer than [`CLAIM`] when the due ones ran out.
+    pub count: usize,
+    /// Those given up, still queued until [`Mailer::reported`] settles them.
+    pub given_up: Vec<GivenUp>,
 }
 
 /// A queued message that will not be delivered, kept in the queue until
@@ -78,7 +95,7 @@ pub fn backoff(queue: &config::Queue, attempts: u32) -> Duration {
 impl Mailer {
     /// Sends now and returns the recipient's status and description.
     pub async fn deliver(&self, mail: Composed, now: UnixTime) -> (RequestStatus, String) {
-        self.record_sent(&mail, now);
+        self.record_sent(&mail, now).await;
         let outcome = self
             .transport
             .send(&mail.envelope_from, &mail.recipient, &mail.message)
@@ -121,8 +138,8 @@ impl Mailer {
     /// Stores `mail` to go out on the worker's next pass, without waiting
     /// for the mail server: for mail the bridge already promised (the DSN
     /// behind a 250), where the promise must not wait on an SMTP session.
-    pub fn queue_now(&self, mail: Composed, now: UnixTime) -> Result<u64, Box<NotQueued>> {
-        self.record_sent(&mail, now);
+    pub async fn queue_now(&self, mail: Composed, now: UnixTime) -> Result<u64, Box<NotQueued>> {
+        self.record_sent(&mail, now).await;
         let queued = QueuedMail {
             envelope_from: mail.envelope_from,
             recipient: mail.recipient,
@@ -134,7 +151,12 @@ impl Mailer {
             notice: mail.notice,
             given_up: None,
         };
-        match self.store.enqueue(&queued, self.queue.max_messages) {
+        let limit = self.queue.max_messages;
+        let stored = {
+            let queued = queued.clone();
+            store::blocking(&self.store, "enqueue", move |s| s.enqueue(&queued, limit)).await
+        };
+        match stored {
             Ok(id) => {
                 self.wake.notify_one();
                 Ok(id)
@@ -155,21 +177,41 @@ impl Mailer {
     /// notice (a DSN) has nothing a bounce could report. Not remembered, a
     /// bounce of it is refused later: worth a warning, not worth holding
     /// the mail back.
-    fn record_sent(&self, mail: &Composed, now: UnixTime) {
-        let Some(notice) = &mail.notice else { return };
+    async fn record_sent(&self, mail: &Composed, now: UnixTime) {
+        let Some(notice) = mail.notice.clone() else {
+            return;
+        };
         let expires = now + self.remember_sent.as_secs();
-        if let Err(e) = self.store.record_sent(notice, expires) {
-            tracing::warn!(target: "ischedule::queue", message_id = %notice.message_id, error = %e, "could not record the mail as sent; a bounce of it will be refused");
+        let message_id = notice.message_id.clone();
+        let recorded = store::blocking(&self.store, "record_sent", move |s| {
+            s.record_sent(&notice, expires)
+        });
+        if let Err(e) = recorded.await {
+            tracing::warn!(target: "ischedule::queue", message_id = %message_id, error = %e, "could not record the mail as sent; a bounce of it will be refused");
         }
     }
 
-    /// One pass over the due messages: delivered ones leave the queue,
-    /// temporary failures are rescheduled, the rest are given up and
-    /// returned (with those whose failure report is due again), still
-    /// queued until [`Mailer::reported`] settles them.
-    pub async fn retry_due(&self, now: UnixTime) -> Result<Vec<GivenUp>, StoreError> {
+    /// The lease of a claim: longer than sending each claimed mail (bounded
+    /// by the SMTP timeout) and posting its failure report (bounded by the
+    /// request timeout), so no two bridges ever send or report one item;
+    /// and once it runs out, what a dead bridge had claimed is due again.
+    pub fn lease_for(smtp_timeout: Duration, request_timeout: Duration) -> Duration {
+        (smtp_timeout + request_timeout) * CLAIM as u32 + LEASE_MARGIN
+    }
+
+    /// Claims up to [`CLAIM`] due messages and works them: delivered ones
+    /// leave the queue, temporary failures are rescheduled, the rest are
+    /// given up and returned (with those whose failure report is due
+    /// again), still queued until [`Mailer::reported`] settles them.
+    pub async fn retry_due(&self, now: UnixTime) -> Result<Claimed, StoreError> {
         let mut given_up = Vec::new();
-        for (id, mail) in self.store.due(now, BATCH)? {
+        let lease = self.lease;
+        let claimed = store::blocking(&self.store, "claim_due", move |s| {
+            s.claim_due(now, CLAIM, lease)
+        });
+        let claimed = claimed.await?;
+        let count = claimed.len();
+        for (id, mail) in claimed {
             if let Some(undeliverable) = mail.given_up.clone() {
                 given_up.push(GivenUp {
                     id,
@@ -186,19 +228,22 @@ impl Mailer {
             match &outcome {
                 Outcome::Accepted { reply, .. } => {
                     tracing::info!(target: "ischedule::queue", id, recipient = %mail.recipient, attempts, reply = %reply, "delivered");
-                    self.store.remove(id)?;
+                    store::blocking(&self.store, "remove", move |s| s.remove(id)).await?;
                 }
                 Outcome::Written { path } => {
                     tracing::info!(target: "ischedule::queue", id, recipient = %mail.recipient, path = %path.display(), "written");
-                    self.store.remove(id)?;
+                    store::blocking(&self.store, "remove", move |s| s.remove(id)).await?;
                 }
                 Outcome::Temporary { reason }
                     if now < mail.queued_at + self.queue.max_age.as_secs() =>
                 {
                     let next = now + backoff(&self.queue, attempts).as_secs();
                     tracing::info!(target: "ischedule::queue", id, recipient = %mail.recipient, attempts, next_attempt = next, reply = %reason, "deferred");
-                    self.store
-                        .reschedule(id, next, attempts, &reason.to_string())?;
+                    let reason = reason.to_string();
+                    store::blocking(&self.store, "reschedule", move |s| {
+                        s.reschedule(id, next, attempts, &reason)
+                    })
+                    .await?;
                 }
                 Outcome::Temporary { reason } => {
                     let why = format!(
@@ -207,20 +252,20 @@ impl Mailer {
                         now.saturating_sub(mail.queued_at)
                     );
                     let status = RequestStatus::service_unavailable();
-                    given_up.extend(self.give_up(id, mail, status, why, now)?);
+                    given_up.extend(self.give_up(id, mail, status, why, now).await?);
                 }
                 Outcome::Permanent { .. } => {
                     let (status, why) = self.status_map.status(&outcome, &mail.recipient);
-                    given_up.extend(self.give_up(id, mail, status, why, now)?);
+                    given_up.extend(self.give_up(id, mail, status, why, now).await?);
                 }
             }
         }
-        Ok(given_up)
+        Ok(Claimed { count, given_up })
     }
 
     /// Marks the item undeliverable, durably, before anyone is told; mail
     /// nobody is to be told about (a DSN) simply leaves the queue.
-    fn give_up(
+    async fn give_up(
         &self,
         id: u64,
         mail: QueuedMail,
@@ -230,7 +275,7 @@ impl Mailer {
     ) -> Result<Option<GivenUp>, StoreError> {
         tracing::warn!(target: "ischedule::queue", id, status = %status, why = %why, "given up");
         if mail.notice.is_none() {
-            self.store.remove(id)?;
+            store::blocking(&self.store, "remove", move |s| s.remove(id)).await?;
             return Ok(None);
         }
         let undeliverable = Undeliverable {
@@ -238,7 +283,13 @@ impl Mailer {
             why,
             reports: 0,
         };
-        self.store.give_up(id, now, &undeliverable)?;
+        // Due for its report only when the lease runs out: this bridge
+        // reports it now, another one only if this one dies first.
+        let (next, record) = (now + self.lease.as_secs(), undeliverable.clone());
+        store::blocking(&self.store, "give_up", move |s| {
+            s.give_up(id, next, &record)
+        })
+        .await?;
         Ok(Some(GivenUp {
             id,
             mail,
@@ -249,7 +300,7 @@ impl Mailer {
     /// Settles a given-up item after its failure report: it leaves the
     /// queue once the report is final (or has failed too often), else it
     /// is due again after the back-off.
-    pub fn reported(
+    pub async fn reported(
         &self,
         given_up: &GivenUp,
         outcome: &ReportOutcome,
@@ -264,13 +315,19 @@ impl Mailer {
                     ..given_up.undeliverable.clone()
                 };
                 tracing::info!(target: "ischedule::queue", id, reports = undeliverable.reports, retry_in = wait.as_secs(), outcome = %outcome, "failure report deferred");
-                self.store.give_up(id, now + wait.as_secs(), &undeliverable)
+                let next = now + wait.as_secs();
+                store::blocking(&self.store, "give_up", move |s| {
+                    s.give_up(id, next, &undeliverable)
+                })
+                .await
             }
             None => {
                 if !outcome.is_final() {
                     tracing::error!(target: "ischedule::queue", id, reports = failed_before + 1, outcome = %outcome, "failure report abandoned: the organizer could not be told");
                 }
-                self.store.remove(id).map(drop)
+                store::blocking(&self.store, "remove", move |s| s.remove(id))
+                    .await
+                    .map(drop)
             }
         }
     }
