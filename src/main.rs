@@ -212,11 +212,17 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
     }
     let listen = config.server.listen.clone();
     let tls = config.server.tls.clone();
+    let max_connections = config.server.max_connections;
     tracing::info!(config = %config.source, listen = ?listen, tls = tls.len(), "starting");
     let services = app::services(config).context("starting the bridge")?;
 
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let conf = pingora::server::configuration::ServerConf {
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        threads,
+        // The pass-through's idle connections to the origin, which Pingora
+        // counts per thread: room for every admitted connection, so a busy
+        // minute does not close and reopen them.
+        upstream_keepalive_pool_size: max_connections.div_ceil(threads),
         // Scheduling requests are short: a restart need not wait minutes.
         grace_period_seconds: Some(1),
         graceful_shutdown_timeout_seconds: Some(5),
@@ -245,6 +251,8 @@ fn serve(config: Config, log_json: bool) -> anyhow::Result<ExitCode> {
     if let Some((addr, app)) = services.admin {
         let mut admin = pingora::services::listening::Service::new("admin".into(), app);
         admin.add_tcp(&addr.to_string());
+        // Scrapes and health checks: one thread, not a runtime per core.
+        admin.threads = Some(1);
         server.add_service(admin);
     }
     server.add_service(background_service("imip queue", services.worker));
