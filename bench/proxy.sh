@@ -198,7 +198,9 @@ recipients $NATIVE 1 >"$WORK/rcpt-native"
 [ "$(wc -c <"$BODY")" -gt 0 ] || die "no body"
 
 # --- wrk ---------------------------------------------------------------------
-# run NAME CONNS URL RECIPIENTFILE BODY -> $WORK/runs/NAME-CONNS-ROUND.out
+# run NAME CONNS URL RECIPIENTFILE BODY [lenient] -> $WORK/runs/NAME-CONNS-ROUND.out
+# Any answer but 200 fails the benchmark, except with "lenient" (Cyrus,
+# which answers some concurrent POSTs with 500: counted and shown instead).
 RUN_ROUND=0
 run() {
   local out=$WORK/runs/$1-$2-$RUN_ROUND.out
@@ -209,7 +211,7 @@ run() {
   local requests ok
   requests=$(field "$out" requests)
   ok=$(awk '$1 == "BENCH" && $2 == "code" && $3 == 200 {s += $4} END {print s + 0}' "$out")
-  [ "$requests" -gt 0 ] && [ "$ok" = "$requests" ] ||
+  [ "$requests" -gt 0 ] && { [ "$ok" = "$requests" ] || [ "${6:-}" = lenient ]; } ||
     die "$1 at $2 connections: $ok of $requests answers were 200: $(cat "$out")"
   say "  round $RUN_ROUND $1 c=$2: $(rate "$out") req/s, p99 $(div "$(field "$out" p99_us)" 1000) ms"
 }
@@ -288,7 +290,7 @@ to = \"http://127.0.0.1:$CY_HTTP/ischedule\""
   URL[cyrus-bridge]=http://127.0.0.1:${PORT[cyrus-bridge]}/.well-known/ischedule
   for RUN_ROUND in $(seq "$ROUNDS"); do
     for row in cyrus-direct cyrus-bridge; do
-      run "$row" 16 "${URL[$row]}" "$WORK/rcpt-cyrus" "$WORK/body-cyrus.ics"
+      run "$row" 16 "${URL[$row]}" "$WORK/rcpt-cyrus" "$WORK/body-cyrus.ics" lenient
     done
   done
 fi
@@ -375,10 +377,11 @@ done
 if [ "${BENCH_CYRUS:-1}" = 1 ]; then
   CD=$(median cyrus-direct 16 rate) CB=$(median cyrus-bridge 16 rate)
   echo
-  echo "| Cyrus 3.6 receiver, 16 conns | req/s | p99 |"
-  echo '|---|---|---|'
-  echo "| POST to Cyrus directly | $CD | $(median cyrus-direct 16 p99_ms) ms |"
-  echo "| POST through the bridge (logs info) | $CB | $(median cyrus-bridge 16 p99_ms) ms |"
+  not200() { cat "$WORK"/runs/"$1"-16-*.out | awk '$1 == "BENCH" && $2 == "code" && $3 != 200 {s += $4} $1 == "BENCH" && $2 == "summary" {sub("requests=", "", $3); t += $3} END {printf "%d of %d", s, t}'; }
+  echo "| Cyrus 3.6 receiver, 16 conns | req/s | p99 | answers not 200 (all rounds) |"
+  echo '|---|---|---|---|'
+  echo "| POST to Cyrus directly | $CD | $(median cyrus-direct 16 p99_ms) ms | $(not200 cyrus-direct) |"
+  echo "| POST through the bridge (logs info) | $CB | $(median cyrus-bridge 16 p99_ms) ms | $(not200 cyrus-bridge) |"
 fi
 if [ "${BENCH_IMIP:-1}" = 1 ]; then
   echo
