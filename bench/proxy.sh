@@ -28,7 +28,8 @@
 #   Cyrus    POSTs to a real Cyrus 3.6 receiver directly vs through the
 #            bridge (static route), 16 connections (Cyrus forks per request)
 #   iMIP     POSTs with 1, 10, 100 recipients routed imip-only into
-#            Postfix's smtp-sink (not the bottleneck: it stores nothing)
+#            Postfix's smtp-sink (not the bottleneck: it stores nothing);
+#            mails/s counts the recipients answered 1.1 (sent)
 #
 # Environment (all optional):
 #   BENCH_SECONDS=6        seconds per wrk run
@@ -37,6 +38,7 @@
 #   BENCH_MANY=1000        the high-concurrency row (0: skip it)
 #   BENCH_CYRUS=1          0: skip the Cyrus comparison
 #   BENCH_IMIP=1           0: skip iMIP out
+#   BENCH_IMIP_CONNECTIONS=4   wrk connections for iMIP out
 #   BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1   taskset cores
 #   BENCH_KEEP=1           keep the work folder (logs, configs) and print it
 #   BENCH_BIN              an existing bridge binary instead of building
@@ -297,12 +299,19 @@ fi
 
 # --- iMIP out into smtp-sink -----------------------------------------------------
 IMIP_NS="1 10 100"
+# Few connections: with 100 recipients each POST waits for 100 mails.
+IMIP_CONNS=${BENCH_IMIP_CONNECTIONS:-4}
 if [ "${BENCH_IMIP:-1}" = 1 ]; then
   say "iMIP out into smtp-sink"
   SINK_PORT=$(free_port)
-  # -c: counters; 1024: listen backlog. It accepts and discards every mail.
-  server "$SMTP_SINK" 127.0.0.1:"$SINK_PORT" 1024 >"$WORK/smtp-sink.log" 2>&1 &
+  # It accepts and discards every mail; 1024: listen backlog. As root it
+  # must be told which user to drop to.
+  sink_user=()
+  [ "$(id -u)" != 0 ] || sink_user=(-u nobody)
+  server "$SMTP_SINK" "${sink_user[@]}" 127.0.0.1:"$SINK_PORT" 1024 >"$WORK/smtp-sink.log" 2>&1 &
   PIDS+=("$!")
+  wait_for 10 python3 -c "import socket; socket.create_connection(('127.0.0.1', $SINK_PORT)).close()" 2>/dev/null ||
+    die "smtp-sink did not start: $(cat "$WORK/smtp-sink.log")"
   start_bridge imip info "[[route]]
 domain = \"mail.test\"
 mode = \"imip-only\"
@@ -320,14 +329,8 @@ path = \"state\""
   done
   for RUN_ROUND in $(seq "$ROUNDS"); do
     for n in $IMIP_NS; do
-      run "imip-$n" 16 "${URL[post-info]%:*}:${PORT[imip]}/.well-known/ischedule" \
-        "$WORK/rcpt-imip-$n" "$WORK/body-imip-$n.ics"
-    done
-  done
-  for n in $IMIP_NS; do
-    for f in "$WORK"/runs/imip-"$n"-16-*.out; do
-      [ "$(status_count "$f" 1.1)" = "$(($(field "$f" requests) * n))" ] ||
-        die "$(basename "$f"): not every recipient was sent (1.1): $(grep BENCH "$f")"
+      run "imip-$n" "$IMIP_CONNS" "${URL[post-info]%:*}:${PORT[imip]}/.well-known/ischedule" \
+        "$WORK/rcpt-imip-$n" "$WORK/body-imip-$n.ics" lenient
     done
   done
 fi
@@ -385,12 +388,16 @@ if [ "${BENCH_CYRUS:-1}" = 1 ]; then
 fi
 if [ "${BENCH_IMIP:-1}" = 1 ]; then
   echo
-  echo "| iMIP out into smtp-sink, 16 conns, logs info | POSTs/s | mails/s | µs of one core per recipient |"
-  echo '|---|---|---|---|'
+  echo "| iMIP out into smtp-sink, $IMIP_CONNS conns, logs info | POSTs/s | mails/s (1.1 Sent) | µs of one core per mail | statuses, all rounds |"
+  echo '|---|---|---|---|---|'
+  # mails/s counts only recipients answered 1.1 (handed to the sink)
+  sent_rate() { div "$(status_count "$1" 1.1)" "$(div "$(field "$1" duration_us)" 1000000 %.6f)" %.0f; }
   for n in $IMIP_NS; do
-    M[imip,$n]=$(median "imip-$n" 16 rate)
-    printf '| %s recipient(s) per POST | %s | %s | %s |\n' "$n" "${M[imip,$n]}" \
-      "$((M[imip,$n] * n))" "$(div 1000000 "$((M[imip,$n] * n))" %.0f)"
+    M[imip,$n]=$(median "imip-$n" "$IMIP_CONNS" rate)
+    M[mail,$n]=$(median "imip-$n" "$IMIP_CONNS" sent_rate)
+    printf '| %s recipient(s) per POST | %s | %s | %s | %s |\n' "$n" "${M[imip,$n]}" \
+      "${M[mail,$n]}" "$(div 1000000 "${M[mail,$n]}" %.0f)" \
+      "$(cat "$WORK"/runs/imip-"$n"-*.out | awk '$1 == "BENCH" && $2 == "status" {c[$4] += $3} END {for (k in c) printf "%s x%d ", k, c[k]}')"
   done
 fi
 
@@ -416,8 +423,8 @@ if [ "$MANY" != 0 ]; then
   done
 fi
 if [ "${BENCH_IMIP:-1}" = 1 ]; then
-  g "iMIP out >= 5,000 mails/s (100 recipients per POST)" "$((M[imip,100] * 100))" "$(verdict "$((M[imip,100] * 100))" ">=" 5000)"
-  lin=$(div "$((M[imip,1] * 1))" "$((M[imip,100] * 100))" %.2f)
+  g "iMIP out >= 5,000 mails/s (100 recipients per POST)" "${M[mail,100]}" "$(verdict "${M[mail,100]}" ">=" 5000)"
+  lin=$(div "${M[mail,1]}" "${M[mail,100]}" %.2f)
   g "iMIP cost linear in recipients (cost per recipient at 100 / at 1)" "$lin" "$(verdict "$lin" "<=" 1.5)"
 fi
 g "iMIP in (LMTP -> native receiver) >= 2,000 mails/s" "not measured by this script" "n/a"
