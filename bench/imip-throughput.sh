@@ -43,14 +43,17 @@
 #   BENCH_DNS=auth          or local (see above)
 #   BENCH_KEEP=1            keep the work folder (logs, Maildirs) and print it
 #   CARGO_TARGET_DIR        honoured for the build and the binary
+#   BENCH_BIN               an existing bridge binary to run instead of building
 #   ISCHEDULE_SHARED        the shared/ folder (default ../shared)
 #
 # Installs wrk, dnsmasq-base, curl, cmake (apt, scripts/ensure-packages) and
 # aiosmtpd (pip) when missing. Speed is measured, not asserted: the script
 # fails only when the set-up fails or no mail at all arrives.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-REPO=$PWD
+BENCH_NAME=imip-throughput
+. "$(dirname "$0")/lib.sh"
+bench_init
+cd "$REPO"
 SHARED=${ISCHEDULE_SHARED:-$REPO/../shared}
 DURATION=${BENCH_SECONDS:-10}
 CONNECTIONS=${BENCH_CONNECTIONS:-2}
@@ -58,9 +61,6 @@ MESSAGE_IDS=${BENCH_MESSAGE_IDS:-1}
 DNS_KIND=${BENCH_DNS:-auth}
 DOMAIN=bench.test
 ORIGINATOR=mailto:alice@example.com
-
-say() { printf '%s\n' "$*" >&2; }
-die() { say "imip-throughput: $*"; exit 1; }
 
 [ -f "$SHARED/peers/smtp-sink.py" ] ||
   die "$SHARED/peers/smtp-sink.py is missing: check out shared/ next to the repo or set ISCHEDULE_SHARED"
@@ -75,52 +75,7 @@ fi
 DNSMASQ=$(command -v dnsmasq || true)
 [ -n "$DNSMASQ" ] || DNSMASQ=/usr/sbin/dnsmasq
 
-say "building the bridge (cargo build --release --locked)"
-cargo build --release --locked --bin ischedule-bridge
-TARGET=${CARGO_TARGET_DIR:-target}
-case $TARGET in /*) ;; *) TARGET=$REPO/$TARGET ;; esac
-BIN=$TARGET/release/ischedule-bridge
-[ -x "$BIN" ] || die "no binary at $BIN"
-
-# --- processes and clean-up ------------------------------------------------
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/imip-bench.XXXXXX")
-PIDS=()
-stop() { # PID: end one process this script started, and reap it
-  local pid=$1
-  kill "$pid" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do stop "$pid"; done
-  if [ "${BENCH_KEEP:-0}" = 1 ]; then say "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_port() { # a loopback port free for TCP and UDP
-  python3 - <<'PY'
-import socket
-while True:
-    t = socket.socket(); t.bind(("127.0.0.1", 0)); port = t.getsockname()[1]
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        u.bind(("127.0.0.1", port))
-    except OSError:
-        continue
-    finally:
-        u.close(); t.close()
-    print(port); break
-PY
-}
-
-wait_for() { # SECONDS COMMAND...: poll every 0.1 s
-  local tries=$(($1 * 10)); shift
-  for _ in $(seq "$tries"); do "$@" && return 0; sleep 0.1; done
-  return 1
-}
+build_bridge
 
 # The Maildir's folders appear with its first message.
 mail_count() { { find "$1/new" -type f 2>/dev/null || true; } | wc -l; }
@@ -137,10 +92,6 @@ settle() {
   done
   mail_count "$dir"
 }
-
-kb() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$2/status"; }
-mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
-div() { awk -v a="$1" -v b="$2" -v f="${3:-%.1f}" 'BEGIN {if (b > 0) printf f, a / b; else printf "n/a"}'; }
 
 SINK_PID= SINK_PORT=
 start_sink() { # MAILDIR (must not exist yet: Python's mailbox makes new/cur/tmp only then)

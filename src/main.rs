@@ -242,8 +242,13 @@ fn serve(config: Config, log_json: bool, start: app::Start) -> anyhow::Result<Ex
         std::fs::create_dir_all(dir)
             .with_context(|| format!("server.upgrade_sock: creating {}", dir.display()))?;
     }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let conf = pingora::server::configuration::ServerConf {
-        threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+        threads,
+        // The pass-through's idle connections to the origin, which Pingora
+        // counts per thread: room for every admitted connection, so a busy
+        // minute does not close and reopen them.
+        upstream_keepalive_pool_size: server_config.max_connections.div_ceil(threads),
         upgrade_sock: upgrade_sock.to_string_lossy().into_owned(),
         pid_file: server_config.pid_file.to_string_lossy().into_owned(),
         grace_period_seconds: Some(server_config.grace_period.as_secs()),
@@ -280,6 +285,8 @@ fn serve(config: Config, log_json: bool, start: app::Start) -> anyhow::Result<Ex
     if let Some((addr, app)) = services.admin {
         let mut admin = pingora::services::listening::Service::new("admin".into(), app);
         admin.add_tcp(&addr.to_string());
+        // Scrapes and health checks: one thread, not a runtime per core.
+        admin.threads = Some(1);
         server.add_service(admin);
     }
     server.add_service(background_service("imip queue", services.worker));

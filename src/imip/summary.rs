@@ -60,10 +60,17 @@ impl Summary {
     /// its nesting and size before `icalendar`'s recursive parser sees it;
     /// an object that fails that screen gets an empty summary.
     pub fn read(calendar: &str, method: Method, component: ComponentKind) -> Summary {
-        let empty = Summary::empty(method, component);
         if ItipMessage::parse(calendar).is_err() {
-            return empty;
+            return Summary::empty(method, component);
         }
+        Summary::read_screened(calendar, method, component)
+    }
+
+    /// As [`Summary::read`] for an object [`ItipMessage::parse`] has
+    /// accepted already (an accepted request's): screened once per POST,
+    /// not again for its mail.
+    pub fn read_screened(calendar: &str, method: Method, component: ComponentKind) -> Summary {
+        let empty = Summary::empty(method, component);
         let text = parser_text(calendar);
         let Ok(parsed) = read_calendar(&text) else {
             return empty;

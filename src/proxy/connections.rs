@@ -333,8 +333,16 @@ fn head_complete(buf: &[u8]) -> bool {
         .iter()
         .position(|b| !matches!(b, b'\r' | b'\n'))
         .unwrap_or(buf.len());
-    let rest = &buf[start..];
-    rest.windows(2).any(|w| w == b"\n\n") || rest.windows(3).any(|w| w == b"\n\r\n")
+    // One pass from line end to line end: this runs on every read of every
+    // request, and two sliding-window scans cost as much as parsing.
+    let mut rest = &buf[start..];
+    while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+        rest = &rest[end + 1..];
+        if rest.starts_with(b"\n") || rest.starts_with(b"\r\n") {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

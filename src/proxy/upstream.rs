@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
 use pingora::http::RequestHeader;
 use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
@@ -105,7 +106,11 @@ impl Upstream {
     pub fn new(config: &Config, resolver: Arc<DnsResolver>) -> Result<Upstream, std::io::Error> {
         let ca = config.tls.ca_file.as_deref().map(trust_store).transpose()?;
         Ok(Upstream {
-            connector: Connector::new(None),
+            // Room for one idle connection per HTTP connection the bridge
+            // admits: with Pingora's default of 128, more concurrent POSTs
+            // than that close their receiver connections after each answer
+            // and open new ones for the next.
+            connector: Connector::new(Some(ConnectorOptions::new(config.server.max_connections))),
             ca,
             resolver,
             policy: TargetPolicy::from_config(config),
@@ -125,9 +130,14 @@ impl Upstream {
         request: &Request<'_>,
     ) -> Result<Response, UpstreamError> {
         let secs = self.request_timeout.as_secs_f64();
+        // Boxed: the exchange's state (Pingora's client session, its
+        // timers) runs to several KiB, and unboxed it would be part of every
+        // future awaiting this one, each of which async_trait moves to the
+        // heap, copying it whole, even when no request is sent at all (a
+        // cached capabilities document). bench/PROFILE.md has the numbers.
         match tokio::time::timeout(
             self.request_timeout,
-            self.send_any_address(endpoint, request),
+            Box::pin(self.send_any_address(endpoint, request)),
         )
         .await
         {

@@ -31,8 +31,9 @@ impl MailDelivery for ImipDelivery {
         request: &SchedulingRequest,
         recipients: &[ByMail],
     ) -> Vec<RecipientResponse> {
-        // Read once for all recipients: the human parts are the same for each.
-        let summary = Summary::read(
+        // Read once for all recipients: the human parts are the same for
+        // each. The request's validation has screened the body already.
+        let summary = Summary::read_screened(
             &String::from_utf8_lossy(&request.body),
             request.itip.method,
             request.itip.component,
