@@ -140,6 +140,33 @@ fn no_module_uses_one_above_it() {
     assert!(violations.is_empty(), "{}", violations.join("\n"));
 }
 
+/// The README's table is the rule people read: it must list the same
+/// modules, in the same order, as this check enforces.
+#[test]
+fn the_readme_table_lists_the_layers_in_order() {
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let section = readme
+        .split("### Layering")
+        .nth(1)
+        .expect("README has a Layering section");
+    let rows: Vec<(String, String)> = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| 1 |"))
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].to_string(), cells[2].trim_matches('`').to_string())
+        })
+        .collect();
+    let numbered: Vec<(String, String)> = LAYERS
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ((i + 1).to_string(), m.to_string()))
+        .collect();
+    assert_eq!(rows, numbered, "README's layering table vs LAYERS");
+}
+
 #[test]
 fn the_checker_sees_both_path_forms() {
     assert_eq!(
