@@ -3,6 +3,7 @@
 //! redirects without turning POST into GET, fails over across SRV targets,
 //! and turns whatever a receiver answers into one status per recipient.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -419,37 +420,52 @@ fn unreachable(e: &UpstreamError) -> Failure {
     Failure::unreachable(format!("receiver not reached: {e}"))
 }
 
+/// A receiver's responses by the address they name, each parsed once (a
+/// search per recipient would parse n × n addresses for an n-recipient
+/// part); the first response for an address counts, as a search would find.
+fn responses_by_recipient(
+    responses: &[RecipientResponse],
+) -> HashMap<CalAddress, &RecipientResponse> {
+    let mut by_recipient = HashMap::with_capacity(responses.len());
+    for response in responses {
+        if let Ok(address) = CalAddress::parse(&response.recipient) {
+            by_recipient.entry(address).or_insert(response);
+        }
+    }
+    by_recipient
+}
+
 /// A receiver's answer, one response per recipient of the part.
 fn map_answer(part: &[CalAddress], response: &Response, at: &str) -> Vec<Delivered> {
     if response.status == 200 {
         return match ScheduleResponse::parse(&response.body) {
-            Ok(answer) => part
-                .iter()
-                .map(|r| {
-                    answer
-                        .responses
-                        .iter()
-                        .find(|a| CalAddress::parse(&a.recipient).is_ok_and(|a| a == *r))
-                        .map(|a| Delivered {
-                            response: RecipientResponse {
-                                recipient: r.as_str().to_string(),
-                                ..a.clone()
-                            },
-                            fallback: false,
-                            author: Author::Receiver,
-                        })
-                        .unwrap_or_else(|| {
-                            let failure = Failure {
-                                status: RequestStatus::service_unavailable(),
-                                description: format!(
+            Ok(answer) => {
+                let by_recipient = responses_by_recipient(&answer.responses);
+                part.iter()
+                    .map(|r| {
+                        by_recipient
+                            .get(r)
+                            .map(|&a| Delivered {
+                                response: RecipientResponse {
+                                    recipient: r.as_str().to_string(),
+                                    ..a.clone()
+                                },
+                                fallback: false,
+                                author: Author::Receiver,
+                            })
+                            .unwrap_or_else(|| {
+                                let failure = Failure {
+                                    status: RequestStatus::service_unavailable(),
+                                    description: format!(
                                     "the receiver at {at} returned no status for this recipient"
                                 ),
-                                fallback: false,
-                            };
-                            failure.for_all(std::slice::from_ref(r)).remove(0)
-                        })
-                })
-                .collect(),
+                                    fallback: false,
+                                };
+                                failure.for_all(std::slice::from_ref(r)).remove(0)
+                            })
+                    })
+                    .collect()
+            }
             Err(e) => Failure {
                 status: RequestStatus::service_unavailable(),
                 description: format!("unreadable schedule-response from {at}: {e}"),
@@ -489,4 +505,67 @@ fn map_answer(part: &[CalAddress], response: &Response, at: &str) -> Vec<Deliver
         fallback: response.status >= 500,
     }
     .for_all(part)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addresses(list: &[&str]) -> Vec<CalAddress> {
+        list.iter().map(|a| CalAddress::parse(a).unwrap()).collect()
+    }
+
+    fn answer(body: &str) -> Response {
+        Response {
+            status: 200,
+            headers: Default::default(),
+            body: Bytes::from(format!(
+                r#"<?xml version="1.0" encoding="utf-8"?><schedule-response xmlns="urn:ietf:params:xml:ns:ischedule">{body}</schedule-response>"#
+            )),
+        }
+    }
+
+    fn one(recipient: &str, status: &str) -> String {
+        format!("<response><recipient>{recipient}</recipient><request-status>{status}</request-status></response>")
+    }
+
+    #[test]
+    fn each_recipient_gets_its_own_response_in_request_order() {
+        let part = addresses(&["mailto:a@x.test", "mailto:B@X.test", "mailto:c@x.test"]);
+        let body = [
+            one("mailto:c@x.test", "3.7;Invalid calendar user"),
+            one("mailto:b@x.test", "2.0;Success"),
+            one("mailto:b@x.test", "5.1;Service unavailable"),
+        ]
+        .concat();
+        let got = map_answer(&part, &answer(&body), "receiver.test");
+        let statuses: Vec<_> = got.iter().map(|d| d.response.status.to_string()).collect();
+        assert_eq!(
+            statuses,
+            [
+                "5.1;Service unavailable",
+                "2.0;Success",
+                "3.7;Invalid calendar user"
+            ]
+        );
+        // The sender's spelling comes back, however the receiver wrote it.
+        assert_eq!(got[1].response.recipient, "mailto:B@X.test");
+        assert_eq!(got[1].author, Author::Receiver);
+        assert_eq!(
+            got[0].response.description.as_deref(),
+            Some("the receiver at receiver.test returned no status for this recipient")
+        );
+    }
+
+    #[test]
+    fn responses_for_recipients_not_asked_about_are_ignored() {
+        let part = addresses(&["mailto:a@x.test"]);
+        let body: String = (0..100)
+            .map(|i| one(&format!("mailto:u{i}@x.test"), "2.0;Success"))
+            .chain([one("mailto:a@x.test", "2.0;Success")])
+            .collect();
+        let got = map_answer(&part, &answer(&body), "receiver.test");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].response.status, RequestStatus::success());
+    }
 }
