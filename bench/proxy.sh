@@ -27,6 +27,12 @@
 # Then, each with the same rounds, unless turned off:
 #   Cyrus    POSTs to a real Cyrus 3.6 receiver directly vs through the
 #            bridge (static route), 16 connections (Cyrus forks per request)
+#   native   POSTs with 1, 10, 100 recipients of one native receiver (the
+#            upstream, answering 2.0 for each), 16 connections: cost per
+#            recipient
+#   LMTP in  iMIP invitations into the bridge's LMTP listener (from a local
+#            client, bench/lmtp-load.py, 16 connections), each delivered as
+#            iSchedule to the upstream as the native receiver
 #   iMIP     POSTs with 1, 10, 100 recipients routed imip-only into
 #            Postfix's smtp-sink (not the bottleneck: it stores nothing);
 #            mails/s counts the recipients answered 1.1 (sent)
@@ -37,6 +43,8 @@
 #   BENCH_CONNECTIONS="16 128"   connection counts of the main table
 #   BENCH_MANY=1000        the high-concurrency row (0: skip it)
 #   BENCH_CYRUS=1          0: skip the Cyrus comparison
+#   BENCH_NATIVE=1         0: skip native fan-out
+#   BENCH_LMTP=1           0: skip LMTP in
 #   BENCH_IMIP=1           0: skip iMIP out
 #   BENCH_IMIP_CONNECTIONS=4   wrk connections for iMIP out
 #   BENCH_SERVER_CPU=0 BENCH_CLIENT_CPU=1   taskset cores
@@ -125,11 +133,36 @@ EOF
   server "$NGINX" -p "$dir" -c "$dir/nginx.conf" >"$dir/logs/stderr" 2>&1 &
   PIDS+=("$!")
 }
+# Native fan-out: /fan-N answers 2.0 for user001..userN of fanN.test, so
+# each size gets an answer of its own size. The answer is a file (too long
+# for an nginx directive): the static module refuses POST with 405, which
+# error_page turns into an internal GET of that file.
+FAN_NS="1 10 100"
 mkdir -p "$WORK/upstream"
+FAN_LOCATIONS=
+for n in $FAN_NS; do
+  {
+    printf '<?xml version="1.0" encoding="utf-8"?><schedule-response xmlns="urn:ietf:params:xml:ns:ischedule">'
+    for i in $(seq "$n"); do
+      printf '<response><recipient>mailto:user%03d@fan%s.test</recipient><request-status>2.0;Success</request-status></response>' "$i" "$n"
+    done
+    printf '</schedule-response>'
+  } >"$WORK/upstream/fan-$n.xml"
+  FAN_LOCATIONS+="
+    location = /fan-$n {
+      default_type application/xml;
+      try_files /capabilities.xml =404;
+      error_page 405 = /fan-$n.xml;
+    }"
+done
 start_nginx upstream "
   server {
     listen 127.0.0.1:$UP_PORT;
-    root $WORK/upstream;
+    root $WORK/upstream;$FAN_LOCATIONS
+    location ~ ^/fan-[0-9]+\.xml\$ {
+      internal;
+      default_type application/xml;
+    }
     location = /ischedule {
       default_type application/xml;
       if (\$request_method = POST) {
@@ -297,6 +330,67 @@ to = \"http://127.0.0.1:$CY_HTTP/ischedule\""
   done
 fi
 
+# --- native fan-out: 1, 10, 100 recipients of one receiver -----------------------
+if [ "${BENCH_NATIVE:-1}" = 1 ]; then
+  say "native fan-out"
+  fan_routes=
+  for n in $FAN_NS; do
+    fan_routes+="[[route]]
+domain = \"fan$n.test\"
+to = \"http://127.0.0.1:$UP_PORT/fan-$n\"
+"
+    # shellcheck disable=SC2046
+    make_body "$WORK/body-fan-$n.ics" $(recipients "fan$n.test" "$n")
+    recipients "fan$n.test" "$n" | paste -sd, - | sed 's/,/, /g' >"$WORK/rcpt-fan-$n"
+  done
+  start_bridge fanout info "$fan_routes"
+  for RUN_ROUND in $(seq "$ROUNDS"); do
+    for n in $FAN_NS; do
+      run "fan-$n" 16 "http://127.0.0.1:${PORT[fanout]}/.well-known/ischedule" \
+        "$WORK/rcpt-fan-$n" "$WORK/body-fan-$n.ics"
+      f=$WORK/runs/fan-$n-16-$RUN_ROUND.out
+      [ "$(status_count "$f" 2.0)" = "$(($(field "$f" requests) * n))" ] ||
+        die "fan-out $n: not every recipient got the receiver's 2.0: $(grep BENCH "$f")"
+    done
+  done
+fi
+
+# --- iMIP in: LMTP -> native receiver ---------------------------------------------
+if [ "${BENCH_LMTP:-1}" = 1 ]; then
+  say "iMIP in over LMTP"
+  LMTP_PORT=$(free_port)
+  start_bridge lmtp info "[domains]
+local = [\"example.com\"]
+[mail]
+lmtp_listen = \"127.0.0.1:$LMTP_PORT\"
+local_clients = [\"127.0.0.1/32\"]
+# one address, 16 sessions; each session sends mail after mail
+max_connections_per_client = 100
+max_commands = 1000000
+[store]
+path = \"state\"
+$ROUTE"
+  wait_for 10 python3 -c "import socket; socket.create_connection(('127.0.0.1', $LMTP_PORT)).close()" 2>/dev/null ||
+    die "the LMTP listener did not start: $(tail -20 "${LOGFILE[lmtp]}")"
+  # An organizer's invitation as a calendar client mails it; @ID@ becomes
+  # a number per mail (its own Message-ID).
+  {
+    printf 'From: %s\r\nTo: user001@%s\r\nSubject: Invitation: Staff planning\r\n' "${ORIGINATOR#mailto:}" "$NATIVE"
+    printf 'Date: %s\r\nMessage-ID: <lmtp-bench-@ID@@example.com>\r\nMIME-Version: 1.0\r\n' "$(date -uR)"
+    printf 'Content-Type: text/calendar; charset=UTF-8; method=REQUEST\r\n\r\n'
+    cat "$BODY"
+  } >"$WORK/invite.eml"
+  for RUN_ROUND in $(seq "$ROUNDS"); do
+    f=$WORK/runs/lmtp-16-$RUN_ROUND.out
+    taskset -c "$CLIENT_CPU" python3 "$REPO/bench/lmtp-load.py" 127.0.0.1 "$LMTP_PORT" "$SECONDS_PER_RUN" 16 \
+      "$WORK/invite.eml" "${ORIGINATOR#mailto:}" "user001@$NATIVE" >"$f" 2>&1 ||
+      die "lmtp-load.py failed: $(cat "$f")"
+    [ "$(awk '$1 == "BENCH" && $2 == "reply" && $3 == 250 {print $4}' "$f")" = "$(field "$f" requests)" ] ||
+      die "LMTP in: not every mail was answered 250: $(grep BENCH "$f")"
+    say "  round $RUN_ROUND lmtp c=16: $(rate "$f") mails/s"
+  done
+fi
+
 # --- iMIP out into smtp-sink -----------------------------------------------------
 IMIP_NS="1 10 100"
 # Few connections: with 100 recipients each POST waits for 100 mails.
@@ -386,6 +480,25 @@ if [ "${BENCH_CYRUS:-1}" = 1 ]; then
   echo "| POST to Cyrus directly | $CD | $(median cyrus-direct 16 p99_ms) ms | $(not200 cyrus-direct) |"
   echo "| POST through the bridge (logs info) | $CB | $(median cyrus-bridge 16 p99_ms) ms | $(not200 cyrus-bridge) |"
 fi
+if [ "${BENCH_NATIVE:-1}" = 1 ]; then
+  echo
+  echo "| native fan-out to one receiver, 16 conns, logs info | POSTs/s | recipients/s (2.0) | µs of one core per recipient |"
+  echo '|---|---|---|---|'
+  for n in $FAN_NS; do
+    M[fan,$n]=$(median "fan-$n" 16 rate)
+    M[fanr,$n]=$(awk -v a="${M[fan,$n]}" -v n="$n" 'BEGIN {print a * n}')
+    printf '| %s recipient(s) per POST | %s | %s | %s |\n' "$n" "${M[fan,$n]}" "${M[fanr,$n]}" \
+      "$(div 1000000 "${M[fanr,$n]}" %.0f)"
+  done
+fi
+if [ "${BENCH_LMTP:-1}" = 1 ]; then
+  client_cpu() { sed -n 's/^BENCH summary .*client_cpu=\([0-9.]*\).*/\1/p' "$1"; }
+  M[lmtp]=$(median lmtp 16 rate)
+  echo
+  echo "| iMIP in: LMTP -> native receiver, 16 conns, logs info | mails/s | replies, all rounds | load generator CPU (of one core) |"
+  echo '|---|---|---|---|'
+  echo "| 1 recipient per mail, local client | ${M[lmtp]} | $(cat "$WORK"/runs/lmtp-16-*.out | awk '$1 == "BENCH" && $2 == "reply" {c[$3] += $4} END {for (k in c) printf "%s x%d ", k, c[k]}')| $(for r in $(seq "$ROUNDS"); do client_cpu "$WORK/runs/lmtp-16-$r.out"; done | paste -sd/ -) |"
+fi
 if [ "${BENCH_IMIP:-1}" = 1 ]; then
   echo
   echo "| iMIP out into smtp-sink, $IMIP_CONNS conns, logs info | POSTs/s | mails/s (1.1 Sent) | µs of one core per mail | statuses, all rounds |"
@@ -427,7 +540,13 @@ if [ "${BENCH_IMIP:-1}" = 1 ]; then
   lin=$(div "${M[mail,1]}" "${M[mail,100]}" %.2f)
   g "iMIP cost linear in recipients (cost per recipient at 100 / at 1)" "$lin" "$(verdict "$lin" "<=" 1.5)"
 fi
-g "iMIP in (LMTP -> native receiver) >= 2,000 mails/s" "not measured by this script" "n/a"
+if [ "${BENCH_NATIVE:-1}" = 1 ]; then
+  lin=$(div "${M[fanr,1]}" "${M[fanr,100]}" %.2f)
+  g "native cost linear in recipients (cost per recipient at 100 / at 1)" "$lin" "$(verdict "$lin" "<=" 1.5)"
+fi
+if [ "${BENCH_LMTP:-1}" = 1 ]; then
+  g "iMIP in (LMTP -> native receiver) >= 2,000 mails/s" "${M[lmtp]}" "$(verdict "${M[lmtp]}" ">=" 2000)"
+fi
 echo
 echo "ratio = req/s of the row / req/s of the nginx proxy at the same connections, this run"
 echo "RSS = the bridge's VmHWM after round 1's $LOW/$HIGH-connection runs / at the end (after $MANY connections)"
