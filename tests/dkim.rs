@@ -409,6 +409,105 @@ fn signed_requests_are_delivered_and_every_forgery_is_refused_for_its_own_reason
     drop(dir);
 }
 
+/// The organizer's own copy of the event, stored as a calendar client
+/// does, so a REPLY has something to update.
+fn store(cyrus: &Cyrus, user: &str, event: &str, uid: &str) {
+    let path = format!("/dav/calendars/user/{user}/Default/{uid}.ics");
+    let r = http(
+        cyrus.http_port,
+        "PUT",
+        &path,
+        &[
+            ("Authorization", &auth(user)),
+            ("Content-Type", "text/calendar"),
+        ],
+        event.replace("METHOD:REQUEST\r\n", "").as_bytes(),
+    );
+    assert!(
+        matches!(r.status, 201 | 204),
+        "PUT {path}: {} {}",
+        r.status,
+        r.text()
+    );
+}
+
+/// The stored copy of event `uid`, unfolded.
+fn stored(cyrus: &Cyrus, user: &str, uid: &str) -> String {
+    let path = format!("/dav/calendars/user/{user}/Default/{uid}.ics");
+    http(
+        cyrus.http_port,
+        "GET",
+        &path,
+        &[("Authorization", &auth(user))],
+        b"",
+    )
+    .text()
+    .replace("\r\n ", "")
+}
+
+/// Issue 9, item 3, as an attacker would try it: a verified partner
+/// answers a local organizer's invitation for itself and, in the same
+/// REPLY, for a colleague who has not answered. Refused before anything
+/// reaches Cyrus; the organizer's copy shows only what carol said herself.
+#[test]
+fn a_verified_reply_answers_only_for_its_own_attendee() {
+    let w = World::start();
+    let port = w.bridge.port;
+    let dave = "mailto:dave@partner.test";
+    let uid = "dkim-reply-for-two";
+    store(&w.cyrus, "bob", &invitation(BOB, &[CAROL, dave], uid), uid);
+    let signed = |reply: String| {
+        Post::new(CAROL, &[BOB], reply)
+            .sign(&w.dns_key, "partner.test", "s1", KeyMethod::DnsTxt, now())
+            .send(port)
+    };
+    let partstat = |copy: &str, who: &str| {
+        copy.lines()
+            .find(|l| l.starts_with("ATTENDEE") && l.ends_with(who))
+            .and_then(|l| l.split("PARTSTAT=").nth(1))
+            .map(|p| p.split([';', ':']).next().unwrap_or_default().to_string())
+    };
+
+    let forged = itip(
+        "REPLY",
+        "VEVENT",
+        BOB,
+        &[(CAROL, "ACCEPTED"), (dave, "DECLINED")],
+        uid,
+    );
+    let r = signed(forged);
+    let text = r.text();
+    assert_eq!(r.status, 400, "{text}");
+    assert!(text.contains("<invalid-scheduling-message/>"), "{text}");
+    assert!(
+        text.contains("must name exactly one ATTENDEE, the Originator answering for itself"),
+        "{text}"
+    );
+
+    // Carol's own answer goes through and is applied, so the copy below
+    // would show the forged one had it been delivered.
+    let r = signed(itip("REPLY", "VEVENT", BOB, &[(CAROL, "ACCEPTED")], uid));
+    assert_eq!(
+        statuses(&r),
+        [(BOB.to_string(), "2.0;Success".to_string())],
+        "{}",
+        r.text()
+    );
+    assert!(
+        eventually(10, || partstat(&stored(&w.cyrus, "bob", uid), CAROL)
+            .as_deref()
+            == Some("ACCEPTED")),
+        "{}",
+        stored(&w.cyrus, "bob", uid)
+    );
+    let copy = stored(&w.cyrus, "bob", uid);
+    assert_eq!(
+        partstat(&copy, dave).as_deref(),
+        Some("NEEDS-ACTION"),
+        "{copy}"
+    );
+}
+
 #[test]
 fn optional_policy_takes_unsigned_invitations_but_not_cancellations() {
     let dns = Dns::start(&Zone::new().authoritative("partner.test"));
@@ -450,40 +549,12 @@ impl Side {
         format!("mailto:{}@{}", self.user, self.domain)
     }
 
-    /// The organizer's own copy of the event, stored as a calendar client
-    /// does, so a REPLY has something to update.
     fn store(&self, event: &str, uid: &str) {
-        let path = format!("/dav/calendars/user/{}/Default/{uid}.ics", self.user);
-        let r = http(
-            self.cyrus.http_port,
-            "PUT",
-            &path,
-            &[
-                ("Authorization", &auth(self.user)),
-                ("Content-Type", "text/calendar"),
-            ],
-            event.replace("METHOD:REQUEST\r\n", "").as_bytes(),
-        );
-        assert!(
-            matches!(r.status, 201 | 204),
-            "PUT {path}: {} {}",
-            r.status,
-            r.text()
-        );
+        store(&self.cyrus, self.user, event, uid);
     }
 
-    /// The stored copy of event `uid`, unfolded.
     fn stored(&self, uid: &str) -> String {
-        let path = format!("/dav/calendars/user/{}/Default/{uid}.ics", self.user);
-        http(
-            self.cyrus.http_port,
-            "GET",
-            &path,
-            &[("Authorization", &auth(self.user))],
-            b"",
-        )
-        .text()
-        .replace("\r\n ", "")
+        stored(&self.cyrus, self.user, uid)
     }
 
     /// A POST from this domain's calendar server (the shared secret makes it local).
