@@ -192,6 +192,10 @@ fn a_full_queue_refuses_and_says_so(b: &Backend) {
         "{err}"
     );
     assert_eq!(s.list().unwrap().len(), 2);
+    // Room again once one is gone.
+    let first = s.list().unwrap()[0].0;
+    s.remove(first).unwrap();
+    s.enqueue(&mail("3@example.org", 1), 2).unwrap();
 }
 
 fn tokens_are_stable_per_key_renewed_and_expire(b: &Backend) {
@@ -216,9 +220,17 @@ fn tokens_are_stable_per_key_renewed_and_expire(b: &Backend) {
     // Renewed well past its expiry: valid longer, same token.
     assert_eq!(s.token_for(&key("bob@example.org"), 500_000).unwrap(), bob);
     assert!(s.resolve_token(&bob, 400_000).unwrap().is_some());
+    // An earlier expiry never shortens it.
+    assert_eq!(s.token_for(&key("bob@example.org"), 2_000).unwrap(), bob);
+    assert!(s.resolve_token(&bob, 400_000).unwrap().is_some());
     assert_eq!(s.purge_expired(1_000).unwrap(), 1, "carol's token");
     assert_eq!(s.resolve_token(&carol, 1).unwrap(), None);
     assert!(s.resolve_token(&bob, 1).unwrap().is_some());
+    assert_ne!(
+        s.token_for(&key("carol@example.org"), 900_000).unwrap(),
+        carol,
+        "a purged token is never handed out again for its key"
+    );
 }
 
 fn idempotency_answers_last_until_they_expire(b: &Backend) {

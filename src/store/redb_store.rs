@@ -1013,25 +1013,6 @@ mod tests {
     }
 
     #[test]
-    fn recall_returns_the_answer_only_until_it_expires() {
-        let (_dir, store) = open();
-        assert_eq!(store.recall("msg-1", 0).unwrap(), None);
-        store.remember("msg-1", b"2.0;Success", 1000).unwrap();
-        assert_eq!(
-            store.recall("msg-1", 999).unwrap(),
-            Some(b"2.0;Success".to_vec())
-        );
-        assert_eq!(store.recall("msg-1", 1000).unwrap(), None);
-        assert_eq!(store.recall("msg-2", 999).unwrap(), None);
-
-        store.remember("msg-1", b"1.0;Pending", 2000).unwrap();
-        assert_eq!(
-            store.recall("msg-1", 1500).unwrap(),
-            Some(b"1.0;Pending".to_vec())
-        );
-    }
-
-    #[test]
     fn purge_expired_deletes_and_counts_only_expired_entries() {
         let (_dir, store) = open();
         store.remember("a", b"1", 100).unwrap();
@@ -1064,21 +1045,6 @@ mod tests {
             store.give_up(99, 1, &undeliverable),
             Err(StoreError::NotQueued { id: 99 })
         ));
-    }
-
-    #[test]
-    fn sent_records_are_found_case_insensitively_until_they_expire_and_purged() {
-        let (_dir, store) = open();
-        let notice = mail("bob@example.org", 1).notice.unwrap();
-        store.record_sent(&notice, 500).unwrap();
-        let shouted = notice.message_id.to_ascii_uppercase();
-        assert_eq!(store.sent(&shouted, 499).unwrap(), Some(notice.clone()));
-        assert_eq!(store.sent(&notice.message_id, 500).unwrap(), None);
-        assert_eq!(store.sent("other@bridge.example", 1).unwrap(), None);
-        store.remember("idem", b"x", 500).unwrap();
-        assert_eq!(store.purge_expired(499).unwrap(), 0);
-        assert_eq!(store.purge_expired(500).unwrap(), 2);
-        assert_eq!(store.sent(&notice.message_id, 1).unwrap(), None);
     }
 
     #[test]
@@ -1169,72 +1135,6 @@ mod tests {
         assert_eq!(
             store.claim_due(u64::MAX, usize::MAX, LEASE).unwrap().len(),
             1000
-        );
-    }
-}
-
-#[cfg(test)]
-mod limits {
-    use super::*;
-
-    fn mail(n: u64) -> QueuedMail {
-        QueuedMail {
-            envelope_from: "bridge@bridge.example".into(),
-            recipient: format!("r{n}@example.org"),
-            message: b"x".to_vec(),
-            attempts: 0,
-            queued_at: n,
-            next_attempt: n,
-            last_error: None,
-            notice: None,
-            given_up: None,
-        }
-    }
-
-    fn key() -> TokenKey {
-        TokenKey {
-            organizer: "mailto:alice@example.com".into(),
-            attendee: "mailto:bob@example.org".into(),
-            uid: "uid-1".into(),
-        }
-    }
-
-    #[test]
-    fn a_full_queue_refuses_and_says_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        store.enqueue(&mail(1), 2).unwrap();
-        let second = store.enqueue(&mail(2), 2).unwrap();
-        let err = store.enqueue(&mail(3), 2).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "the outbound mail queue is full (2 messages, queue.max_messages)"
-        );
-        assert_eq!(store.list().unwrap().len(), 2);
-        store.remove(second).unwrap();
-        store.enqueue(&mail(3), 2).unwrap();
-    }
-
-    #[test]
-    fn tokens_expire_are_renewed_by_reuse_and_are_purged() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RedbStore::open(dir.path()).unwrap();
-        let token = store.token_for(&key(), 1_000).unwrap();
-        assert_eq!(store.resolve_token(&token, 999).unwrap(), Some(key()));
-        assert_eq!(store.resolve_token(&token, 1_000).unwrap(), None);
-        // A later mail for the event renews the same token.
-        assert_eq!(store.token_for(&key(), 500_000).unwrap(), token);
-        assert_eq!(store.resolve_token(&token, 400_000).unwrap(), Some(key()));
-        // An earlier expiry never shortens it.
-        assert_eq!(store.token_for(&key(), 2_000).unwrap(), token);
-        assert_eq!(store.resolve_token(&token, 400_000).unwrap(), Some(key()));
-        assert_eq!(store.purge_expired(499_999).unwrap(), 0);
-        assert_eq!(store.purge_expired(500_000).unwrap(), 1);
-        assert_eq!(store.resolve_token(&token, 0).unwrap(), None);
-        let fresh = store.token_for(&key(), 900_000).unwrap();
-        assert_ne!(
-            fresh, token,
-            "a purged token is never handed out again for the key"
         );
     }
 }
