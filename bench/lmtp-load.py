@@ -47,18 +47,26 @@ async def session(host, port, end, template, sender, rcpts, ids, replies, mails)
     while time.monotonic() < end:
         message = template.replace(b"@ID@", str(next(ids)).encode())
         writer.write(envelope)
-        codes = [await reply(reader) for _ in range(len(rcpts) + 2)]
-        if codes[-1] != 354:
-            # Envelope refused: counted under the refusing code.
-            replies[max(codes)] += len(rcpts)
+        mail_from = await reply(reader)
+        rcpt_codes = [await reply(reader) for _ in rcpts]
+        data = await reply(reader)
+        mails[0] += 1
+        # A refused recipient is counted under its code; LMTP answers the
+        # message once per accepted recipient.
+        accepted = 0
+        for code in rcpt_codes:
+            if mail_from == 250 and code == 250:
+                accepted += 1
+            else:
+                replies[code if mail_from == 250 else mail_from] += 1
+        if data != 354:
+            replies[data] += accepted
             writer.write(b"RSET\r\n")
             await reply(reader)
-            mails[0] += 1
             continue
         writer.write(message + b".\r\n")
-        for _ in rcpts:
+        for _ in range(accepted):
             replies[await reply(reader)] += 1
-        mails[0] += 1
     writer.write(b"QUIT\r\n")
     await writer.drain()
     writer.close()
