@@ -54,7 +54,15 @@ impl Recorded {
     ) -> Result<Recorded, StoreError> {
         let key = key.to_string();
         let stored = store::blocking(store, "recall", move |s| s.recall(&key, now)).await?;
-        let responses = stored.map(|bytes| decode(&bytes)).unwrap_or_default();
+        let responses = match stored.map(|bytes| decode(&bytes)) {
+            None => Vec::new(),
+            Some(Ok(responses)) => responses,
+            // Said, because the repeat is then sent again.
+            Some(Err(e)) => {
+                tracing::warn!(target: "ischedule::post", error = %e, "unreadable idempotency record: the message is scheduled as new");
+                Vec::new()
+            }
+        };
         Ok(Recorded { responses })
     }
 
@@ -125,24 +133,33 @@ fn encode(responses: &[RecipientResponse]) -> Vec<u8> {
     serde_json::to_vec(&kept).unwrap_or_default()
 }
 
-/// The answers of a record; none from one that does not read, so the
-/// request is then simply scheduled. A record that starts with `<` is an
-/// XML document written by a bridge before this format, read for as long
-/// as such records live (one idempotency window after an upgrade).
-fn decode(bytes: &[u8]) -> Vec<RecipientResponse> {
+/// Why a stored record does not read.
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    #[error("old XML record: {0}")]
+    Xml(#[from] crate::ischedule::xml::XmlError),
+    #[error("record: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("record for {recipient}: bad request-status {status:?}")]
+    Status { recipient: String, status: String },
+}
+
+/// The answers of a record. A record that starts with `<` is an XML
+/// document written by a bridge before this format, read for as long as
+/// such records live (one idempotency window after an upgrade).
+fn decode(bytes: &[u8]) -> Result<Vec<RecipientResponse>, RecordError> {
     if bytes.starts_with(b"<") {
-        return ScheduleResponse::parse(bytes)
-            .map(|r| r.responses)
-            .unwrap_or_default();
+        return Ok(ScheduleResponse::parse(bytes)?.responses);
     }
-    let Ok(kept) = serde_json::from_slice::<Vec<Kept>>(bytes) else {
-        return Vec::new();
-    };
-    kept.into_iter()
-        .map_while(|k| {
-            Some(RecipientResponse {
+    serde_json::from_slice::<Vec<Kept>>(bytes)?
+        .into_iter()
+        .map(|k| {
+            Ok(RecipientResponse {
+                status: k.status.parse().map_err(|_| RecordError::Status {
+                    recipient: k.recipient.clone(),
+                    status: k.status.clone(),
+                })?,
                 recipient: k.recipient,
-                status: k.status.parse().ok()?,
                 calendar_data: k.calendar_data,
                 error: k.error,
                 description: k.description,
@@ -175,7 +192,7 @@ mod tests {
             },
         ];
         let record = encode(&responses);
-        assert_eq!(decode(&record), responses);
+        assert_eq!(decode(&record).unwrap(), responses);
         let xml = ScheduleResponse {
             responses: responses.clone(),
         }
@@ -186,7 +203,12 @@ mod tests {
             record.len(),
             xml.len()
         );
-        assert_eq!(decode(xml.as_bytes()), responses);
-        assert_eq!(decode(b"{not json"), vec![]);
+        assert_eq!(decode(xml.as_bytes()).unwrap(), responses);
+        assert!(matches!(decode(b"{not json"), Err(RecordError::Json(_))));
+        let bad = br#"[{"r":"mailto:carol@example.org","s":"9.9"}]"#;
+        assert_eq!(
+            decode(bad).unwrap_err().to_string(),
+            "record for mailto:carol@example.org: bad request-status \"9.9\""
+        );
     }
 }
