@@ -3,6 +3,8 @@
 //!
 //! Every error names the file, the key and why, because an admin editing
 //! rules at 2 a.m. should not have to guess which line broke the bridge.
+//! [`effective`] prints the validated settings back in the file's keys,
+//! defaults filled in and secrets redacted (`ischedule-bridge check`).
 
 pub mod effective;
 mod file;

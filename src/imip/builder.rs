@@ -79,7 +79,7 @@ pub enum BuildError {
 }
 
 /// multipart/mixed[ multipart/alternative[ text/plain; charset=UTF-8 |
-/// text/html; charset=UTF-8 | text/calendar; charset=UTF-8; method=<METHOD> ],
+/// text/html; charset=UTF-8 | text/calendar; charset=UTF-8; method=`METHOD` ],
 /// application/ics; name=invite.ics (Content-Disposition: attachment;
 /// filename=invite.ics) ]
 ///

@@ -1,7 +1,9 @@
 //! The Pingora adapters, and nothing else knows Pingora: the HTTP service
 //! (receiver, pass-through, queue admin), the receivers' client that is the
 //! scheduling core's native delivery, who counts as a local sender over
-//! HTTP and where remote signers' DKIM keys are fetched, and the background
+//! HTTP and where remote signers' DKIM keys are fetched, the admin listener
+//! (metrics, health, readiness), the work in progress an upgrade waits for
+//! before the store is handed over (`in_flight`), and the background
 //! services (queue worker, mail listeners).
 
 pub mod admin;

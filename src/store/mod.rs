@@ -3,7 +3,10 @@
 //!
 //! Everything goes through the one [`Store`] trait: the embedded
 //! [`RedbStore`] (one bridge) or [`PostgresStore`] (a database several
-//! bridges share), the callers the same for both.
+//! bridges share), the callers the same for both. [`Handover`] opens redb
+//! only once a previous process let go of it (upgrades), each operation
+//! waiting a bounded time meanwhile; [`blocking`] runs store work off the
+//! threads that serve connections.
 
 use std::path::PathBuf;
 use std::time::Duration;
