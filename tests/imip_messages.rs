@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use ischedule_bridge::imip::builder::{build, message_id_for, Outgoing};
+use ischedule_bridge::imip::builder::{build, message_id_for, Outgoing, RequestParts};
 use ischedule_bridge::imip::summary::Summary;
 use ischedule_bridge::itip::{ComponentKind, Method};
 use support::{ical_day, shared_dir};
@@ -118,7 +118,8 @@ fn write_message(dir: &Path, method: Method, kind: ComponentKind) -> Written {
         calendar: &calendar,
     };
     let summary = Summary::read(out.calendar, out.method, out.component);
-    let mail = build(&out, &summary).unwrap_or_else(|e| panic!("{method} {kind}: {e}"));
+    let parts = RequestParts::new(&summary, out.method, out.calendar);
+    let mail = build(&out, &parts).unwrap_or_else(|e| panic!("{method} {kind}: {e}"));
     let file = dir.join(format!("{method}-{kind}.eml"));
     fs::write(&file, mail).expect("write the message");
     Written {

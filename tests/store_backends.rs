@@ -259,14 +259,25 @@ fn idempotency_answers_last_until_they_expire(b: &Backend) {
 fn sent_records_are_found_case_insensitively_and_purged(b: &Backend) {
     let s = &b.store;
     let notice = mail("bob@example.org", 1).notice.unwrap();
-    s.record_sent(&notice, 500).unwrap();
+    let carol = mail("carol@example.org", 1).notice.unwrap();
+    s.record_sent(&[notice.clone(), carol.clone()], 500)
+        .unwrap();
     let shouted = notice.message_id.to_ascii_uppercase();
     assert_eq!(b.other.sent(&shouted, 499).unwrap(), Some(notice.clone()));
+    assert_eq!(b.other.sent(&carol.message_id, 499).unwrap(), Some(carol));
     assert_eq!(s.sent(&notice.message_id, 500).unwrap(), None);
     assert_eq!(s.sent("other@bridge.example", 1).unwrap(), None);
+    // Recorded again (a retry of the same POST): one record, the later expiry.
+    s.record_sent(std::slice::from_ref(&notice), 600).unwrap();
+    assert_eq!(
+        s.sent(&notice.message_id, 599).unwrap(),
+        Some(notice.clone())
+    );
     s.remember("idem", b"x", 500).unwrap();
     assert_eq!(s.purge_expired(499).unwrap(), 0);
     assert_eq!(s.purge_expired(500).unwrap(), 2);
+    assert_eq!(s.sent(&notice.message_id, 1).unwrap(), Some(notice.clone()));
+    assert_eq!(s.purge_expired(600).unwrap(), 1);
     assert_eq!(s.sent(&notice.message_id, 1).unwrap(), None);
 }
 
@@ -406,7 +417,7 @@ fn row_sizes_for_the_sizing_estimate() {
             component: "VEVENT".into(),
             recurrence_id: None,
         };
-        store.record_sent(&notice, u64::MAX).unwrap();
+        store.record_sent(&[notice], u64::MAX).unwrap();
         let key = TokenKey {
             organizer: "mailto:organizer@example.com".into(),
             attendee,

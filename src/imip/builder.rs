@@ -90,11 +90,42 @@ pub enum BuildError {
 /// stay quiet).
 ///
 /// The calendar part and the attachment carry the object byte for byte,
-/// base64-encoded. `summary` is read once per request by the caller, not
+/// base64-encoded. `parts` are written once per request by the caller, not
 /// once per recipient. Returns the message as it goes on the wire (CRLF).
-pub fn build(out: &Outgoing, summary: &Summary) -> Result<Vec<u8>, BuildError> {
-    let message = headers(out, summary.subject())?.multipart(body(out, summary))?;
+pub fn build(out: &Outgoing, parts: &RequestParts) -> Result<Vec<u8>, BuildError> {
+    let message = headers(out, parts.subject.clone())?.multipart(body(out, parts))?;
     Ok(message.formatted())
+}
+
+/// What the mails of one request have in common, rendered and
+/// transfer-encoded once: the subject, the plain-text and HTML summaries,
+/// and the iTIP object's two parts. With many attendees these are nearly
+/// all of a mail's bytes, and writing them for each recipient was most of
+/// the cost of a mail (issue 10). The object's parts serve every mail that
+/// carries the object unchanged; a mail whose ORGANIZER was rewritten to a
+/// reply token gets its own.
+#[derive(Debug, Clone)]
+pub struct RequestParts {
+    subject: String,
+    text: SinglePart,
+    html: SinglePart,
+    /// The object `inline` and `attachment` carry.
+    calendar: String,
+    inline: SinglePart,
+    attachment: SinglePart,
+}
+
+impl RequestParts {
+    pub fn new(summary: &Summary, method: Method, calendar: &str) -> RequestParts {
+        RequestParts {
+            subject: summary.subject(),
+            text: text_part("text/plain; charset=UTF-8", summary.text()),
+            html: text_part("text/html; charset=UTF-8", summary.html()),
+            calendar: calendar.to_string(),
+            inline: calendar_part(method, calendar),
+            attachment: attachment(calendar),
+        }
+    }
 }
 
 /// The message headers; lettre adds MIME-Version and the Content-Type of
@@ -120,14 +151,22 @@ fn headers(out: &Outgoing, subject: String) -> Result<MessageBuilder, BuildError
 }
 
 /// The summary for people and the object for clients, twice (DESIGN.md).
-fn body(out: &Outgoing, summary: &Summary) -> MultiPart {
+fn body(out: &Outgoing, parts: &RequestParts) -> MultiPart {
+    let (inline, attached) = if out.calendar == parts.calendar {
+        (parts.inline.clone(), parts.attachment.clone())
+    } else {
+        (
+            calendar_part(out.method, out.calendar),
+            attachment(out.calendar),
+        )
+    };
     let alternative = MultiPart::alternative()
-        .singlepart(text_part("text/plain; charset=UTF-8", summary.text()))
-        .singlepart(text_part("text/html; charset=UTF-8", summary.html()))
-        .singlepart(calendar_part(out.method, out.calendar));
+        .singlepart(parts.text.clone())
+        .singlepart(parts.html.clone())
+        .singlepart(inline);
     MultiPart::mixed()
         .multipart(alternative)
-        .singlepart(attachment(out.calendar))
+        .singlepart(attached)
 }
 
 fn address(field: AddressField, value: &str) -> Result<Address, BuildError> {
@@ -244,7 +283,8 @@ mod tests {
     use super::*;
 
     fn built(out: &Outgoing) -> Result<Vec<u8>, BuildError> {
-        build(out, &Summary::read(out.calendar, out.method, out.component))
+        let summary = Summary::read(out.calendar, out.method, out.component);
+        build(out, &RequestParts::new(&summary, out.method, out.calendar))
     }
 
     const BRIDGE: &str = "calendar-bridge@bridge.example";
@@ -439,6 +479,32 @@ mod tests {
         let mail = mail(&outgoing(&calendar, Method::Request, ComponentKind::VEvent));
         assert!(mail.contains("Content-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 7bit\r\n\r\nInvitation: <script>x</script>\r\n"));
         assert!(mail.contains("<h1>Invitation: &lt;script&gt;x&lt;/script&gt;</h1>"));
+    }
+
+    /// The parts written once per request serve the mails carrying the
+    /// request's object; a mail whose object was rewritten (a reply token
+    /// in ORGANIZER) carries its own, in both places, under the same
+    /// human parts.
+    #[test]
+    fn request_parts_carry_the_object_they_were_made_for_only() {
+        let calendar = object(Method::Request, ComponentKind::VEvent, "Plan");
+        let summary = Summary::read(&calendar, Method::Request, ComponentKind::VEvent);
+        let parts = RequestParts::new(&summary, Method::Request, &calendar);
+        let rewritten = calendar.replace(
+            "mailto:alice@example.com",
+            "mailto:calendar+abc@bridge.example",
+        );
+        for object in [&calendar, &rewritten] {
+            let out = outgoing(object, Method::Request, ComponentKind::VEvent);
+            let mail = String::from_utf8(build(&out, &parts).unwrap()).unwrap();
+            for media in [
+                "text/calendar; charset=UTF-8; method=REQUEST",
+                "application/ics; name=invite.ics",
+            ] {
+                assert_eq!(part(&mail, media), object.as_bytes(), "{media}");
+            }
+            assert!(mail.contains("Invitation: Plan"), "{mail}");
+        }
     }
 
     #[test]

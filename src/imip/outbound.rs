@@ -1,7 +1,9 @@
 //! One recipient's iMIP mail for a scheduling request: reply routing, the
 //! sender's name, a stable Message-ID and the MIME message itself.
 
-use super::builder::{self, BuildError, Outgoing};
+use std::borrow::Cow;
+
+use super::builder::{self, BuildError, Outgoing, RequestParts};
 use super::signing::{self, SignError};
 use super::summary::Summary;
 use crate::config::{Config, ReplyRouting};
@@ -49,13 +51,38 @@ pub fn token_key(
     }
 }
 
-/// One recipient's mail; `summary` is the request's, read once for all its
-/// recipients (the human parts show the real organizer, not a token).
-/// `token` is the one issued for [`token_key`], if that gave a key.
+/// What all the mails of one request share, read and written once for
+/// all its recipients: per recipient only the headers, the reply address
+/// and, with token routing, the calendar's ORGANIZER differ. The human
+/// parts show the real organizer, not a token.
+pub struct RequestMail {
+    /// The iTIP object as sent.
+    calendar: String,
+    summary: Summary,
+    parts: RequestParts,
+}
+
+impl RequestMail {
+    /// The request's validation has screened the body already.
+    pub fn read(request: &SchedulingRequest) -> RequestMail {
+        let calendar = String::from_utf8_lossy(&request.body).into_owned();
+        let summary =
+            Summary::read_screened(&calendar, request.itip.method, request.itip.component);
+        let parts = RequestParts::new(&summary, request.itip.method, &calendar);
+        RequestMail {
+            calendar,
+            summary,
+            parts,
+        }
+    }
+}
+
+/// One recipient's mail. `token` is the one issued for [`token_key`], if
+/// that gave a key.
 pub fn compose(
     config: &Config,
     request: &SchedulingRequest,
-    summary: &Summary,
+    shared: &RequestMail,
     recipient: &CalAddress,
     token: Option<&str>,
 ) -> Result<Composed, ComposeError> {
@@ -63,7 +90,7 @@ pub fn compose(
         .email()
         .ok_or_else(|| ComposeError::NotMail(recipient.to_string()))?;
     let itip = &request.itip;
-    let original = String::from_utf8_lossy(&request.body);
+    let summary = &shared.summary;
     let from_organizer = itip.method.originator_role() == Role::Organizer;
 
     let token_address = token.map(|token| {
@@ -73,8 +100,11 @@ pub fn compose(
         )
     });
     let calendar = match &token_address {
-        Some(address) => edit::replace_organizer(&original, &format!("mailto:{address}")),
-        None => original.into_owned(),
+        Some(address) => Cow::Owned(edit::replace_organizer(
+            &shared.calendar,
+            &format!("mailto:{address}"),
+        )),
+        None => Cow::Borrowed(shared.calendar.as_str()),
     };
 
     let sender_name = if from_organizer {
@@ -113,7 +143,7 @@ pub fn compose(
             component: itip.component,
             calendar: &calendar,
         },
-        summary,
+        &shared.parts,
     )?;
     let message = signing::sign(config, message)?;
     let notice = itip

@@ -245,8 +245,12 @@ impl Store for Handover {
     fn recall(&self, key: &str, now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
         self.with(|s| s.recall(key, now))
     }
-    fn record_sent(&self, notice: &FailureNotice, expires_at: UnixTime) -> Result<(), StoreError> {
-        self.with(|s| s.record_sent(notice, expires_at))
+    fn record_sent(
+        &self,
+        notices: &[FailureNotice],
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
+        self.with(|s| s.record_sent(notices, expires_at))
     }
     fn sent(&self, message_id: &str, now: UnixTime) -> Result<Option<FailureNotice>, StoreError> {
         self.with(|s| s.sent(message_id, now))

@@ -267,10 +267,16 @@ pub trait Store: Send + Sync {
     /// that is while `now < expires_at`.
     fn remember(&self, key: &str, value: &[u8], expires_at: UnixTime) -> Result<(), StoreError>;
     fn recall(&self, key: &str, now: UnixTime) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Records that the bridge mailed `notice.message_id`, about whom,
-    /// until `expires_at`: only such mail may come back as a delivery
-    /// report. The Message-ID is matched case-insensitively.
-    fn record_sent(&self, notice: &FailureNotice, expires_at: UnixTime) -> Result<(), StoreError>;
+    /// Records that the bridge mailed each notice's `message_id`, about
+    /// whom, until `expires_at`: only such mail may come back as a delivery
+    /// report. The Message-ID is matched case-insensitively. All in one
+    /// commit: one request's mails to many recipients cost one fsync, not
+    /// one each.
+    fn record_sent(
+        &self,
+        notices: &[FailureNotice],
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError>;
     /// The record of a Message-ID this bridge mailed, while not expired.
     fn sent(&self, message_id: &str, now: UnixTime) -> Result<Option<FailureNotice>, StoreError>;
     /// Deletes the idempotency entries, records of sent mail and reply

@@ -674,26 +674,35 @@ impl Store for PostgresStore {
         })
     }
 
-    fn record_sent(&self, notice: &FailureNotice, expires_at: UnixTime) -> Result<(), StoreError> {
+    fn record_sent(
+        &self,
+        notices: &[FailureNotice],
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
         let op = "record_sent";
-        let notice = notice.clone();
+        let notices = notices.to_vec();
         self.run(op, |db| async move {
-            let digest = message_id_digest(&notice.message_id);
-            let value = to_json(&db, &notice, || {
-                format!("record of sent mail {}", notice.message_id)
-            })?;
-            let client = db.client(op).await?;
-            client
-                .execute(
+            let mut client = db.client(op).await?;
+            let txn = client.transaction().await.map_err(failed(op))?;
+            let insert = txn
+                .prepare(
                     "INSERT INTO sent_mail (message_id_digest, notice, expires_at)
                      VALUES ($1, $2, $3)
                      ON CONFLICT (message_id_digest) DO UPDATE
                          SET notice = EXCLUDED.notice, expires_at = EXCLUDED.expires_at",
-                    &[&digest, &value, &signed(expires_at)],
                 )
                 .await
                 .map_err(failed(op))?;
-            Ok(())
+            for notice in &notices {
+                let digest = message_id_digest(&notice.message_id);
+                let value = to_json(&db, notice, || {
+                    format!("record of sent mail {}", notice.message_id)
+                })?;
+                txn.execute(&insert, &[&digest, &value, &signed(expires_at)])
+                    .await
+                    .map_err(failed(op))?;
+            }
+            txn.commit().await.map_err(failed(op))
         })
     }
 

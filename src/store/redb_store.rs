@@ -380,14 +380,20 @@ impl Store for RedbStore {
         })
     }
 
-    fn record_sent(&self, notice: &FailureNotice, expires_at: UnixTime) -> Result<(), StoreError> {
-        let key = notice.message_id.to_ascii_lowercase();
+    fn record_sent(
+        &self,
+        notices: &[FailureNotice],
+        expires_at: UnixTime,
+    ) -> Result<(), StoreError> {
         self.write("record_sent", |txn, op| {
-            let value = encode(notice, || sent_record(&key), op)?;
             let mut table = txn.open_table(SENT).during(op)?;
-            table
-                .insert(key.as_str(), (expires_at, value.as_slice()))
-                .during(op)?;
+            for notice in notices {
+                let key = notice.message_id.to_ascii_lowercase();
+                let value = encode(notice, || sent_record(&key), op)?;
+                table
+                    .insert(key.as_str(), (expires_at, value.as_slice()))
+                    .during(op)?;
+            }
             Ok(())
         })
     }

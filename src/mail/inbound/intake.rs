@@ -166,7 +166,7 @@ impl Delivery for Intake {
             }
             Err(not_queued) => {
                 let NotQueued { error: e, mail } = *not_queued;
-                let (status, why) = self.mailer.deliver(mail, unix_now()).await;
+                let (status, why) = self.mailer.deliver_one(mail, unix_now()).await;
                 tracing::warn!(target: "ischedule::mail", to = %to, failed = failed.len(), error = %e, status = %status, why = %why, "delivery status notification not queued, sent at once");
             }
         }

@@ -9,8 +9,7 @@ use futures::future::join_all;
 
 use super::queue::Mailer;
 use crate::config::Config;
-use crate::imip::outbound::{self, ComposeError};
-use crate::imip::summary::Summary;
+use crate::imip::outbound::{self, ComposeError, Composed, RequestMail};
 use crate::ischedule::request::SchedulingRequest;
 use crate::ischedule::xml::RecipientResponse;
 use crate::ischedule::RequestStatus;
@@ -31,63 +30,70 @@ impl MailDelivery for ImipDelivery {
         request: &SchedulingRequest,
         recipients: &[ByMail],
     ) -> Vec<RecipientResponse> {
-        // Read once for all recipients: the human parts are the same for
-        // each. The request's validation has screened the body already.
-        let summary = Summary::read_screened(
-            &String::from_utf8_lossy(&request.body),
-            request.itip.method,
-            request.itip.component,
-        );
-        join_all(recipients.iter().map(|m| self.one(request, &summary, m))).await
+        let shared = RequestMail::read(request);
+        let composed = join_all(recipients.iter().map(|m| self.compose(request, &shared, m))).await;
+        // Those composed go to the mailer together (recorded as sent in one
+        // commit); the others keep the answer they already have.
+        let mut mails = Vec::new();
+        let mut answers: Vec<Option<RecipientResponse>> = composed
+            .into_iter()
+            .map(|c| match c {
+                Ok(mail) => {
+                    mails.push(mail);
+                    None
+                }
+                Err(answer) => Some(answer),
+            })
+            .collect();
+        let delivered = self.mailer.deliver(mails, unix_now()).await;
+        let mut delivered = delivered.into_iter();
+        recipients
+            .iter()
+            .zip(answers.iter_mut())
+            .map(|(m, answer)| {
+                answer.take().unwrap_or_else(|| {
+                    let (status, description) = delivered
+                        .next()
+                        .expect("the mailer answers each mail it was given");
+                    response(&m.address, status, &format!("{description} ({})", m.why))
+                })
+            })
+            .collect()
     }
 }
 
 impl ImipDelivery {
-    /// One recipient; the description says why mail was used.
-    async fn one(
+    /// One recipient's mail, or the answer why there is none.
+    async fn compose(
         &self,
         request: &SchedulingRequest,
-        summary: &Summary,
+        shared: &RequestMail,
         m: &ByMail,
-    ) -> RecipientResponse {
+    ) -> Result<Composed, RecipientResponse> {
         let token = match outbound::token_key(request, &m.address, m.reply_routing) {
             Some(key) => {
                 let expires_at = unix_now() + self.config.imip.token_lifetime.as_secs();
                 let issued = store::blocking(&self.store, "token_for", move |s| {
                     s.token_for(&key, expires_at)
                 });
-                match issued.await {
-                    Ok(token) => Some(token),
-                    Err(e) => {
-                        return response(
-                            &m.address,
-                            RequestStatus::service_unavailable(),
-                            &format!("reply token: {e}"),
-                        )
-                    }
-                }
+                Some(issued.await.map_err(|e| {
+                    response(
+                        &m.address,
+                        RequestStatus::service_unavailable(),
+                        &format!("reply token: {e}"),
+                    )
+                })?)
             }
             None => None,
         };
-        let composed =
-            match outbound::compose(&self.config, request, summary, &m.address, token.as_deref()) {
-                Ok(c) => c,
-                Err(e @ ComposeError::NotMail(_)) => {
-                    return response(
-                        &m.address,
-                        RequestStatus::no_scheduling_support(),
-                        &e.to_string(),
-                    )
-                }
-                Err(e) => {
-                    return response(
-                        &m.address,
-                        RequestStatus::service_unavailable(),
-                        &e.to_string(),
-                    )
-                }
-            };
-        let (status, description) = self.mailer.deliver(composed, unix_now()).await;
-        response(&m.address, status, &format!("{description} ({})", m.why))
+        outbound::compose(&self.config, request, shared, &m.address, token.as_deref()).map_err(
+            |e| {
+                let status = match e {
+                    ComposeError::NotMail(_) => RequestStatus::no_scheduling_support(),
+                    _ => RequestStatus::service_unavailable(),
+                };
+                response(&m.address, status, &e.to_string())
+            },
+        )
     }
 }

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::join_all;
 use tokio::sync::Notify;
 
 use super::transport::Transport;
@@ -16,7 +17,7 @@ use crate::imip::outbound::Composed;
 use crate::ischedule::RequestStatus;
 use crate::scheduling::failure_report::ReportOutcome;
 use crate::smtp::{Outcome, StatusMap};
-use crate::store::{self, QueuedMail, Store, StoreError, Undeliverable, UnixTime};
+use crate::store::{self, FailureNotice, QueuedMail, Store, StoreError, Undeliverable, UnixTime};
 
 /// How many due messages one claim takes. Small, because the claim's
 /// lease must cover sending them one after the other, and reporting those
@@ -93,9 +94,27 @@ pub fn backoff(queue: &config::Queue, attempts: u32) -> Duration {
 }
 
 impl Mailer {
-    /// Sends now and returns the recipient's status and description.
-    pub async fn deliver(&self, mail: Composed, now: UnixTime) -> (RequestStatus, String) {
-        self.record_sent(&mail, now).await;
+    /// Sends each mail now and returns each recipient's status and
+    /// description, in order. The mails are recorded as sent together
+    /// first (one commit for all of a request's recipients), then sent
+    /// side by side.
+    pub async fn deliver(
+        &self,
+        mails: Vec<Composed>,
+        now: UnixTime,
+    ) -> Vec<(RequestStatus, String)> {
+        self.record_sent(&mails, now).await;
+        join_all(mails.into_iter().map(|mail| self.send(mail, now))).await
+    }
+
+    /// [`Mailer::deliver`] for one mail.
+    pub async fn deliver_one(&self, mail: Composed, now: UnixTime) -> (RequestStatus, String) {
+        self.record_sent(std::slice::from_ref(&mail), now).await;
+        self.send(mail, now).await
+    }
+
+    /// Sends one recorded mail; a temporary failure is queued durably.
+    async fn send(&self, mail: Composed, now: UnixTime) -> (RequestStatus, String) {
         let outcome = self
             .transport
             .send(&mail.envelope_from, &mail.recipient, &mail.message)
@@ -139,7 +158,7 @@ impl Mailer {
     /// for the mail server: for mail the bridge already promised (the DSN
     /// behind a 250), where the promise must not wait on an SMTP session.
     pub async fn queue_now(&self, mail: Composed, now: UnixTime) -> Result<u64, Box<NotQueued>> {
-        self.record_sent(&mail, now).await;
+        self.record_sent(std::slice::from_ref(&mail), now).await;
         let queued = QueuedMail {
             envelope_from: mail.envelope_from,
             recipient: mail.recipient,
@@ -173,21 +192,22 @@ impl Mailer {
         }
     }
 
-    /// Remembers that `mail` went out, for its bounces; a mail without a
-    /// notice (a DSN) has nothing a bounce could report. Not remembered, a
-    /// bounce of it is refused later: worth a warning, not worth holding
+    /// Remembers that `mails` went out, for their bounces; a mail without
+    /// a notice (a DSN) has nothing a bounce could report. Not remembered,
+    /// a bounce of one is refused later: worth a warning, not worth holding
     /// the mail back.
-    async fn record_sent(&self, mail: &Composed, now: UnixTime) {
-        let Some(notice) = mail.notice.clone() else {
+    async fn record_sent(&self, mails: &[Composed], now: UnixTime) {
+        let notices: Vec<FailureNotice> = mails.iter().filter_map(|m| m.notice.clone()).collect();
+        if notices.is_empty() {
             return;
-        };
+        }
         let expires = now + self.remember_sent.as_secs();
-        let message_id = notice.message_id.clone();
+        let message_ids: Vec<String> = notices.iter().map(|n| n.message_id.clone()).collect();
         let recorded = store::blocking(&self.store, "record_sent", move |s| {
-            s.record_sent(&notice, expires)
+            s.record_sent(&notices, expires)
         });
         if let Err(e) = recorded.await {
-            tracing::warn!(target: "ischedule::queue", message_id = %message_id, error = %e, "could not record the mail as sent; a bounce of it will be refused");
+            tracing::warn!(target: "ischedule::queue", message_ids = ?message_ids, error = %e, "could not record the mail as sent; a bounce of it will be refused");
         }
     }
 

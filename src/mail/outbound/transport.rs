@@ -18,7 +18,7 @@ use std::fs;
 use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -127,26 +127,11 @@ struct SessionSlots {
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
-/// How many sessions a server has in use, of how many it may.
-#[derive(Debug, Clone, Copy)]
-struct Busy {
-    sessions: usize,
-    per_host: usize,
-}
-
 impl SessionSlots {
     fn new(per_host: usize) -> SessionSlots {
         SessionSlots {
             per_host,
             hosts: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Sessions in use at the slot's server, the slot's own included.
-    fn busy(&self, slot: &OwnedSemaphorePermit) -> Busy {
-        Busy {
-            sessions: self.per_host - slot.semaphore().available_permits(),
-            per_host: self.per_host,
         }
     }
 
@@ -182,6 +167,22 @@ struct Relay {
     credentials: Option<Credentials>,
     /// Connections that ended their last transaction cleanly, newest last.
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
+    /// Connections held by sends: see [`Held`].
+    in_use: AtomicUsize,
+}
+
+/// A relay connection held by one send, counted in [`Relay::in_use`] from
+/// the moment it is taken from the pool or opened until it is parked or
+/// dropped (also when a timeout drops the send mid-transaction). Counting
+/// the connections themselves, not the session slots: a slot may already
+/// belong to the next send before that send has taken the connection
+/// parked for it, and counting it as busy would close that connection.
+struct Held<'a>(&'a Relay);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Transport {
@@ -310,6 +311,7 @@ impl Transport {
                 }
             },
         };
+        let held = relay.hold();
         let outcome = transaction(
             &mut conn,
             envelope,
@@ -320,7 +322,8 @@ impl Transport {
         .await;
         // Parked while the slot is still held, so the next send to take the
         // slot finds the connection.
-        relay.park(conn, self.sessions.busy(&slot));
+        relay.park(conn, held, self.sessions.per_host);
+        drop(slot);
         outcome
     }
 
@@ -553,6 +556,7 @@ impl Relay {
             tls,
             credentials: credentials.map(|(u, p)| Credentials::new(u.clone(), p.clone())),
             idle: Mutex::new(Vec::new()),
+            in_use: AtomicUsize::new(0),
         })
     }
 
@@ -572,20 +576,29 @@ impl Relay {
         }
     }
 
+    fn hold(&self) -> Held<'_> {
+        self.in_use.fetch_add(1, Ordering::SeqCst);
+        Held(self)
+    }
+
     /// Keeps a connection for the next send if its transaction ended cleanly
     /// (lettre breaks off the session after any refusal or I/O error) and
-    /// idle and busy sessions (`busy`, this one's included) stay within the
-    /// per-host bound: a send takes a slot first and reuses an idle
-    /// connection before it opens one, so the bound holds for open sessions.
-    fn park(&self, conn: AsyncSmtpConnection, busy: Busy) {
+    /// the idle connections and those in use (this one included) stay
+    /// within `per_host`: a send takes a slot first and reuses an idle
+    /// connection before it opens one, so the bound holds for open sessions
+    /// (but for a send that found none idle and is still connecting when
+    /// another parks one).
+    fn park(&self, conn: AsyncSmtpConnection, held: Held<'_>, per_host: usize) {
         if conn.has_broken() {
             return;
         }
         let mut idle = self.lock_idle();
-        if idle.len() < MAX_IDLE && idle.len() + busy.sessions <= busy.per_host {
+        if idle.len() < MAX_IDLE && idle.len() + self.in_use.load(Ordering::SeqCst) <= per_host {
             idle.push((conn, Instant::now()));
+            drop(held);
         } else {
             drop(idle);
+            drop(held);
             quit_later(conn, None);
         }
     }
