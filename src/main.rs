@@ -22,6 +22,7 @@ use ischedule_bridge::routing::Decision;
 use ischedule_bridge::smtp::{EnhancedStatus, SmtpReply};
 use ischedule_bridge::store::{Handover, StoreError};
 use ischedule_bridge::{app, proxy::own_capabilities::OwnCapabilities};
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
@@ -270,7 +271,10 @@ fn serve(config: Config, log_json: bool, start: app::Start) -> anyhow::Result<Ex
         Guarded::new(http, services.connections, services.in_flight.clone()),
     );
     for addr in listen {
-        proxy.add_tcp(&addr.to_string());
+        proxy.add_listener(
+            ListenerConfig::tcp(addr.to_string())
+                .l4_buffer(L4BufferSettings::default().read(PLAIN_READ_BUFFER)),
+        );
     }
     for t in tls {
         proxy
@@ -754,6 +758,13 @@ fn queue_via_bridge(
 }
 
 /// sysexits.h codes an MTA pipe transport understands.
+/// The read buffer under each plain HTTP connection. Pingora's default
+/// (64 KiB, for TLS's 16 KiB records) is allocated zeroed for every
+/// connection, so 1,000 kept-alive connections held 64 MiB of it, while an
+/// iSchedule request's head and body fit one page and are read into
+/// Pingora's own header buffer anyway. TLS listeners keep the default.
+const PLAIN_READ_BUFFER: usize = 4096;
+
 const EX_DATAERR: u8 = 65;
 const EX_NOUSER: u8 = 67;
 const EX_TEMPFAIL: u8 = 75;
