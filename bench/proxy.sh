@@ -131,7 +131,10 @@ http {
   $2
 }
 EOF
-  server "$NGINX" -p "$dir" -c "$dir/nginx.conf" >"$dir/logs/stderr" 2>&1 &
+  # taskset itself in the background (not the server function), so that
+  # $! is nginx and the clean-up stops it: a backgrounded function is a
+  # subshell, and killing that left every run's two nginx running.
+  taskset -c "$SERVER_CPU" "$NGINX" -p "$dir" -c "$dir/nginx.conf" >"$dir/logs/stderr" 2>&1 &
   PIDS+=("$!")
 }
 # Native fan-out: /fan-N answers 2.0 for user001..userN of fanN.test, so
