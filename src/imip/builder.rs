@@ -116,6 +116,11 @@ pub struct RequestParts {
 }
 
 impl RequestParts {
+    /// The iTIP object the parts were written for, as sent.
+    pub fn calendar(&self) -> &str {
+        &self.calendar
+    }
+
     pub fn new(summary: &Summary, method: Method, calendar: &str) -> RequestParts {
         RequestParts {
             subject: summary.subject(),

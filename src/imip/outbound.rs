@@ -1,5 +1,7 @@
-//! One recipient's iMIP mail for a scheduling request: reply routing, the
-//! sender's name, a stable Message-ID and the MIME message itself.
+//! The iMIP mails of a scheduling request: what all its recipients' mails
+//! share, read and written once ([`RequestMail`]), and each recipient's
+//! own ([`compose`]): reply routing, the sender's name, a stable
+//! Message-ID and the MIME message itself.
 
 use std::borrow::Cow;
 
@@ -56,9 +58,8 @@ pub fn token_key(
 /// and, with token routing, the calendar's ORGANIZER differ. The human
 /// parts show the real organizer, not a token.
 pub struct RequestMail {
-    /// The iTIP object as sent.
-    calendar: String,
     summary: Summary,
+    /// Also holds the iTIP object as sent.
     parts: RequestParts,
 }
 
@@ -69,11 +70,7 @@ impl RequestMail {
         let summary =
             Summary::read_screened(&calendar, request.itip.method, request.itip.component);
         let parts = RequestParts::new(&summary, request.itip.method, &calendar);
-        RequestMail {
-            calendar,
-            summary,
-            parts,
-        }
+        RequestMail { summary, parts }
     }
 }
 
@@ -101,10 +98,10 @@ pub fn compose(
     });
     let calendar = match &token_address {
         Some(address) => Cow::Owned(edit::replace_organizer(
-            &shared.calendar,
+            shared.parts.calendar(),
             &format!("mailto:{address}"),
         )),
-        None => Cow::Borrowed(shared.calendar.as_str()),
+        None => Cow::Borrowed(shared.parts.calendar()),
     };
 
     let sender_name = if from_organizer {

@@ -1,6 +1,7 @@
-//! The scheduling core's mail delivery: each recipient's iMIP message is
-//! composed ([`crate::imip::outbound`]) and handed to the [`Mailer`], which
-//! sends it or queues it durably.
+//! The scheduling core's mail delivery: a request's iMIP messages are
+//! composed ([`crate::imip::outbound`]), one per recipient from the parts
+//! they share, and handed together to the [`Mailer`], which records them
+//! as sent in one commit and sends each, or queues it durably.
 
 use std::sync::Arc;
 

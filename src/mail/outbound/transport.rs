@@ -588,17 +588,16 @@ impl Relay {
     /// connection before it opens one, so the bound holds for open sessions
     /// (but for a send that found none idle and is still connecting when
     /// another parks one).
-    fn park(&self, conn: AsyncSmtpConnection, held: Held<'_>, per_host: usize) {
+    /// `_held` (this connection's count) is released when parking is done.
+    fn park(&self, conn: AsyncSmtpConnection, _held: Held<'_>, per_host: usize) {
         if conn.has_broken() {
             return;
         }
         let mut idle = self.lock_idle();
         if idle.len() < MAX_IDLE && idle.len() + self.in_use.load(Ordering::SeqCst) <= per_host {
             idle.push((conn, Instant::now()));
-            drop(held);
         } else {
             drop(idle);
-            drop(held);
             quit_later(conn, None);
         }
     }
