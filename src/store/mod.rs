@@ -6,13 +6,15 @@
 //! bridges share), the callers the same for both. [`Handover`] opens redb
 //! only once a previous process let go of it (upgrades), each operation
 //! waiting a bounded time meanwhile; [`blocking`] runs store work off the
-//! threads that serve connections.
+//! threads that serve connections. `group_commit` lets concurrent redb
+//! writers share one flush to disk.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod group_commit;
 pub mod handover;
 pub mod postgres_store;
 pub mod redb_store;

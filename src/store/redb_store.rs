@@ -18,23 +18,31 @@
 //! without migrating old records. Idempotency answers are already opaque
 //! bytes, so they are stored natively next to their expiry.
 //!
-//! Every write transaction commits with redb's default durability
-//! (`Immediate`: fsynced before `commit` returns), which is what lets the
-//! bridge answer "1.0;Pending" once `enqueue` returns. redb serializes write
-//! transactions, so read-modify-write sequences (the id counter, a token
-//! issued once per key) need no further locking.
+//! Every write is on disk before it returns, which is what lets the bridge
+//! answer "1.0;Pending" once `enqueue` returns. Writes commit with
+//! `Durability::None` and then wait for a shared flush ([`GroupCommit`]):
+//! concurrent writers (16 LMTP sessions, a POST's idempotency record
+//! beside another's sent records) share one `fdatasync` instead of taking
+//! turns at one each. Writes that only add a record (idempotency answers,
+//! records of mail sent) skip their own transaction: they are queued and
+//! written in the flush's. A reader may see a write whose writer is still
+//! waiting for that flush; a writer that read it is itself not answered
+//! before a flush that covers both. redb serializes write transactions, so
+//! read-modify-write sequences (the id counter, a token issued once per
+//! key) need no further locking.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use redb::{
-    Database, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
+    Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
     WriteTransaction,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::group_commit::GroupCommit;
 use super::{
     new_token, FailureNotice, QueueSummary, QueuedMail, Store, StoreError, TokenKey, Undeliverable,
     UnixTime, RENEW_SLACK,
@@ -66,6 +74,17 @@ const SENT: TableDefinition<&str, (u64, &[u8])> = TableDefinition::new("sent");
 pub struct RedbStore {
     db: Database,
     path: PathBuf,
+    group: GroupCommit<Added>,
+}
+
+/// A record that only adds (or replaces) one entry: queued for the next
+/// flush's transaction instead of committing one of its own. Both tables
+/// it goes to map a key to an expiry and opaque bytes.
+struct Added {
+    table: TableDefinition<'static, &'static str, (u64, &'static [u8])>,
+    key: String,
+    expires_at: UnixTime,
+    value: Vec<u8>,
 }
 
 impl fmt::Debug for RedbStore {
@@ -105,7 +124,11 @@ impl RedbStore {
                     source: Box::new(source),
                 },
             })?;
-        let store = RedbStore { db, path };
+        let store = RedbStore {
+            db,
+            path,
+            group: GroupCommit::default(),
+        };
         store.create_tables()?;
         store.release_leases()?;
         Ok(store)
@@ -155,18 +178,49 @@ impl RedbStore {
         }
     }
 
-    /// Runs `body` in one write transaction and commits it (durably); an
-    /// error from `body` drops the transaction, which aborts it.
+    /// Runs `body` in one write transaction, commits it and returns once
+    /// it is on disk; an error from `body` drops the transaction, which
+    /// aborts it.
     fn write<R>(
         &self,
         name: &'static str,
         body: impl FnOnce(&WriteTransaction, Op<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         let op = self.op(name);
-        let txn = self.db.begin_write().during(op)?;
+        let mut txn = self.db.begin_write().during(op)?;
+        txn.set_durability(Durability::None);
         let result = body(&txn, op)?;
         txn.commit().during(op)?;
+        let pending = self.group.committed();
+        self.group
+            .wait_durable(pending, |added| self.flush(added, op))?;
         Ok(result)
+    }
+
+    /// Adds `records` in the next flush's transaction and returns once
+    /// that is on disk.
+    fn add(&self, name: &'static str, records: Vec<Added>) -> Result<(), StoreError> {
+        let op = self.op(name);
+        let pending = self.group.queue(records);
+        self.group
+            .wait_durable(pending, |added| self.flush(added, op))
+    }
+
+    /// Writes the queued records and makes every commit so far durable:
+    /// redb persists the non-durable commits before an `Immediate` one.
+    fn flush(&self, added: &[Added], op: Op<'_>) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write().during(op)?;
+        txn.set_durability(Durability::Immediate);
+        for record in added {
+            let mut table = txn.open_table(record.table).during(op)?;
+            table
+                .insert(
+                    record.key.as_str(),
+                    (record.expires_at, record.value.as_slice()),
+                )
+                .during(op)?;
+        }
+        txn.commit().during(op)
     }
 
     /// Runs `body` on a consistent snapshot, concurrently with writers.
@@ -362,11 +416,13 @@ impl Store for RedbStore {
     }
 
     fn remember(&self, key: &str, value: &[u8], expires_at: UnixTime) -> Result<(), StoreError> {
-        self.write("remember", |txn, op| {
-            let mut table = txn.open_table(IDEMPOTENCY).during(op)?;
-            table.insert(key, (expires_at, value)).during(op)?;
-            Ok(())
-        })
+        let record = Added {
+            table: IDEMPOTENCY,
+            key: key.to_owned(),
+            expires_at,
+            value: value.to_vec(),
+        };
+        self.add("remember", vec![record])
     }
 
     fn recall(&self, key: &str, now: UnixTime) -> Result<Option<Vec<u8>>, StoreError> {
@@ -385,17 +441,21 @@ impl Store for RedbStore {
         notices: &[FailureNotice],
         expires_at: UnixTime,
     ) -> Result<(), StoreError> {
-        self.write("record_sent", |txn, op| {
-            let mut table = txn.open_table(SENT).during(op)?;
-            for notice in notices {
+        let op = self.op("record_sent");
+        let records = notices
+            .iter()
+            .map(|notice| {
                 let key = notice.message_id.to_ascii_lowercase();
                 let value = encode(notice, || sent_record(&key), op)?;
-                table
-                    .insert(key.as_str(), (expires_at, value.as_slice()))
-                    .during(op)?;
-            }
-            Ok(())
-        })
+                Ok(Added {
+                    table: SENT,
+                    key,
+                    expires_at,
+                    value,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        self.add("record_sent", records)
     }
 
     fn sent(&self, message_id: &str, now: UnixTime) -> Result<Option<FailureNotice>, StoreError> {
@@ -719,6 +779,35 @@ mod tests {
         let txn = store.db.begin_write().unwrap();
         txn.open_table(QUEUE).unwrap().insert(id, bytes).unwrap();
         txn.commit().unwrap();
+    }
+
+    /// The file as it is when a write returns is what a crash right then
+    /// would leave: a copy of it must hold every write (non-durable commits
+    /// live only in the process until a flush writes them).
+    #[test]
+    fn every_write_is_in_the_file_when_it_returns() {
+        let (dir, store) = open();
+        let copies = tempfile::tempdir().unwrap();
+        let copy = |name: &str| {
+            let to = copies.path().join(name);
+            std::fs::create_dir(&to).unwrap();
+            std::fs::copy(dir.path().join(FILE_NAME), to.join(FILE_NAME)).unwrap();
+            RedbStore::open(&to).unwrap()
+        };
+        store.remember("key", b"answer", LATER).unwrap();
+        assert_eq!(
+            copy("after remember").recall("key", 0).unwrap(),
+            Some(b"answer".to_vec())
+        );
+        let queued = mail("a@example.com", 5);
+        let id = store.enqueue(&queued, LIMIT).unwrap();
+        assert_eq!(ids(&copy("after enqueue").list().unwrap()), vec![id]);
+        let notice = queued.notice.unwrap();
+        store
+            .record_sent(std::slice::from_ref(&notice), LATER)
+            .unwrap();
+        let sent = copy("after record_sent").sent(&notice.message_id, 0);
+        assert_eq!(sent.unwrap(), Some(notice));
     }
 
     #[test]
