@@ -55,15 +55,17 @@ pub fn token_of<'a>(config: &Config, address: &'a str) -> Option<&'a str> {
     (domain.eq_ignore_ascii_case(&config.imip.token_domain) && !token.is_empty()).then_some(token)
 }
 
+/// `token` is what [`token_key`] found for the same envelope: the one
+/// step that reads the store, kept apart so that this stays pure and a
+/// mail without a token address needs no store call at all.
 pub fn translate(
     config: &Config,
-    store: &dyn Store,
+    token: Option<TokenKey>,
     mail: &Itip,
     envelope_recipients: &[String],
     sender: &Sender,
 ) -> Result<Translated, Refusal> {
     let method = mail.method.ok_or(Refusal::NoMethod)?;
-    let token = token_key(config, store, envelope_recipients)?;
     let from_attendee = method.originator_role() == Role::Attendee;
 
     let calendar = if from_attendee {
@@ -157,9 +159,17 @@ fn message_id(mail: &Itip, calendar: &str) -> String {
     })
 }
 
+/// Whether any envelope recipient is a reply address: only then does
+/// [`token_key`] read the store.
+pub fn names_token(config: &Config, envelope_recipients: &[String]) -> bool {
+    envelope_recipients
+        .iter()
+        .any(|rcpt| token_of(config, rcpt).is_some())
+}
+
 /// The token named by the envelope, if any; two different ones, or an
 /// unknown one, are refused rather than guessed at.
-fn token_key(
+pub fn token_key(
     config: &Config,
     store: &dyn Store,
     envelope_recipients: &[String],
@@ -284,6 +294,18 @@ mod tests {
         }
     }
 
+    /// What the intake does: the token's lookup, then the translation.
+    fn translate_with(
+        config: &Config,
+        store: &dyn Store,
+        mail: &Itip,
+        envelope_recipients: &[String],
+        sender: &Sender,
+    ) -> Result<Translated, Refusal> {
+        let token = token_key(config, store, envelope_recipients)?;
+        translate(config, token, mail, envelope_recipients, sender)
+    }
+
     fn unauthenticated() -> Sender {
         Sender::Unverified {
             why: "no DMARC".into(),
@@ -303,7 +325,7 @@ mod tests {
         let address = format!("ischedule+{token}@bridge.test");
         let c = config();
         for organizer in [Some(format!("mailto:{address}")), None] {
-            let t = translate(
+            let t = translate_with(
                 &c,
                 &store,
                 &reply(organizer.as_deref()),
@@ -330,11 +352,11 @@ mod tests {
             ..reply(None)
         };
         assert!(matches!(
-            translate(&c, &store, &forged, &[address], &unauthenticated()),
+            translate_with(&c, &store, &forged, &[address], &unauthenticated()),
             Err(Refusal::Token(_))
         ));
         assert!(matches!(
-            translate(
+            translate_with(
                 &c,
                 &store,
                 &reply(None),
@@ -355,18 +377,18 @@ mod tests {
             address: from.into(),
             by: "DMARC pass".into(),
         };
-        let ok = translate(&c, &store, &reply(None), &to, &dmarc("carol@mail.test")).unwrap();
+        let ok = translate_with(&c, &store, &reply(None), &to, &dmarc("carol@mail.test")).unwrap();
         assert_eq!(
             ok.request.recipients[0].as_str(),
             "mailto:bob@example.com",
             "ORGANIZER filled in from the envelope"
         );
         assert!(matches!(
-            translate(&c, &store, &reply(None), &to, &dmarc("eve@mail.test")),
+            translate_with(&c, &store, &reply(None), &to, &dmarc("eve@mail.test")),
             Err(Refusal::Mismatch(_))
         ));
         assert!(matches!(
-            translate(&c, &store, &reply(None), &to, &unauthenticated()),
+            translate_with(&c, &store, &reply(None), &to, &unauthenticated()),
             Err(Refusal::NotAuthenticated(_))
         ));
         // A local client speaks for the local domains only.
@@ -374,7 +396,7 @@ mod tests {
             by: "SMTP AUTH".into(),
         };
         assert!(matches!(
-            translate(&c, &store, &reply(None), &to, &local),
+            translate_with(&c, &store, &reply(None), &to, &local),
             Err(Refusal::Mismatch(_))
         ));
     }
@@ -390,16 +412,16 @@ mod tests {
         };
         let to = ["bob@example.com".to_string()];
         let elsewhere = reply(Some("mailto:victim@elsewhere.test"));
-        let e = translate(&c, &store, &elsewhere, &to, &carol).unwrap_err();
+        let e = translate_with(&c, &store, &elsewhere, &to, &carol).unwrap_err();
         assert!(matches!(e, Refusal::Relay(_)), "{e}");
         assert!(e.to_string().contains("victim@elsewhere.test"), "{e}");
         let other_local = reply(Some("mailto:alice@example.com"));
-        let e = translate(&c, &store, &other_local, &to, &carol).unwrap_err();
+        let e = translate_with(&c, &store, &other_local, &to, &carol).unwrap_err();
         assert!(
             e.to_string().contains("addressed to bob@example.com"),
             "{e}"
         );
-        let ok = translate(
+        let ok = translate_with(
             &c,
             &store,
             &reply(Some("mailto:BOB@example.com")),
@@ -413,7 +435,7 @@ mod tests {
             .calendar
             .replace("mailto:carol@mail.test", "mailto:dave@example.com");
         let local = Sender::Local { by: "test".into() };
-        assert!(translate(&c, &store, &local_reply, &to, &local).is_ok());
+        assert!(translate_with(&c, &store, &local_reply, &to, &local).is_ok());
     }
 
     /// An invitation from a local organizer, sent by a local client.
@@ -436,7 +458,7 @@ mod tests {
         let store = RedbStore::open(dir.path()).unwrap();
         let local = Sender::Local { by: "test".into() };
         let to = ["carol@mail.test".to_string(), "carol@mail.test".to_string()];
-        let ok = translate(&config(), &store, &invitation(None), &to, &local).unwrap();
+        let ok = translate_with(&config(), &store, &invitation(None), &to, &local).unwrap();
         let recipients: Vec<&str> = ok.request.recipients.iter().map(|r| r.as_str()).collect();
         assert_eq!(recipients, ["mailto:carol@mail.test"]);
     }
@@ -448,7 +470,7 @@ mod tests {
         let local = Sender::Local { by: "test".into() };
         let to = ["carol@mail.test".to_string()];
         let id = |itip: &Itip| {
-            translate(&config(), &store, itip, &to, &local)
+            translate_with(&config(), &store, itip, &to, &local)
                 .unwrap()
                 .request
                 .message_id

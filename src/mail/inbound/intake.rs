@@ -213,23 +213,27 @@ impl Intake {
         let count = envelope.recipients.len();
         let sender = self.authenticate(envelope, message, itip).await;
         let config = &self.scheduler.config;
-        // It may resolve a reply token: a store round trip, on a thread
-        // that may block.
-        let translation = {
-            let (config, itip) = (config.clone(), itip.clone());
-            let (rcpts, sender) = (envelope.recipients.clone(), sender.clone());
-            store::blocking(&self.scheduler.store, "translate", move |store| {
-                Ok(to_ischedule::translate(
-                    &config, store, &itip, &rcpts, &sender,
-                ))
+        // A reply address costs a store round trip, on a thread that may
+        // block; most mail names none and is translated right here.
+        let token = if to_ischedule::names_token(config, &envelope.recipients) {
+            let (config, rcpts) = (config.clone(), envelope.recipients.clone());
+            let found = store::blocking(&self.scheduler.store, "resolve_token", move |store| {
+                Ok(to_ischedule::token_key(&config, store, &rcpts))
             })
-            .await
+            .await;
+            match found {
+                Ok(Ok(token)) => token,
+                Ok(Err(refusal)) => return vec![refusal_reply(&refusal); count],
+                Err(e) => return vec![refusal_reply(&Refusal::Store(e)); count],
+            }
+        } else {
+            None
         };
-        let translated = match translation {
-            Ok(Ok(t)) => t,
-            Ok(Err(refusal)) => return vec![refusal_reply(&refusal); count],
-            Err(e) => return vec![refusal_reply(&Refusal::Store(e)); count],
-        };
+        let translated =
+            match to_ischedule::translate(config, token, itip, &envelope.recipients, &sender) {
+                Ok(t) => t,
+                Err(refusal) => return vec![refusal_reply(&refusal); count],
+            };
         let (kind, by) = &translated.vouched_by;
         let request = &translated.request;
         if !config.accepted_for(&request.originator).contains(kind) {
@@ -294,11 +298,7 @@ impl Intake {
             return Sender::Local { by };
         }
         let config = &self.scheduler.config;
-        if envelope
-            .recipients
-            .iter()
-            .any(|r| to_ischedule::token_of(config, r).is_some())
-        {
+        if to_ischedule::names_token(config, &envelope.recipients) {
             return Sender::Unverified {
                 why: "not a local client; the reply token must vouch".into(),
             };
