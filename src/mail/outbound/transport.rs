@@ -588,13 +588,18 @@ impl Relay {
     /// connection before it opens one, so the bound holds for open sessions
     /// (but for a send that found none idle and is still connecting when
     /// another parks one).
-    /// `_held` (this connection's count) is released when parking is done.
-    fn park(&self, conn: AsyncSmtpConnection, _held: Held<'_>, per_host: usize) {
+    fn park(&self, conn: AsyncSmtpConnection, held: Held<'_>, per_host: usize) {
         if conn.has_broken() {
             return;
         }
         let mut idle = self.lock_idle();
-        if idle.len() < MAX_IDLE && idle.len() + self.in_use.load(Ordering::SeqCst) <= per_host {
+        let room =
+            idle.len() < MAX_IDLE && idle.len() + self.in_use.load(Ordering::SeqCst) <= per_host;
+        // Released under the idle lock, where every park reads both counts:
+        // a connection moving from held to idle is never counted twice, which
+        // would make another park find the pool full and close its own.
+        drop(held);
+        if room {
             idle.push((conn, Instant::now()));
         } else {
             drop(idle);
