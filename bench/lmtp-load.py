@@ -10,9 +10,9 @@ repeat without delivering it. The id starts with this run's own prefix:
 the ids of one run never meet those of an earlier run against the same
 bridge (numbering from 1 in each run, rounds 2 and 3 of bench/proxy.sh
 repeated round 1's Message-IDs, and the bridge answered those from its
-record, without delivering: faster, and not what is measured). Each connection sends one transaction after
-the other (MAIL, RCPT..., DATA pipelined, as the listener offers
-PIPELINING) for SECONDS, then QUIT.
+record, without delivering: faster, and not what is measured). Each
+connection sends one transaction after the other (MAIL, RCPT..., DATA
+pipelined, as the listener offers PIPELINING) for SECONDS, then QUIT.
 
 Prints, as bench/imip-post.lua does for wrk:
     BENCH summary requests=MAILS duration_us=US client_cpu=FRACTION
