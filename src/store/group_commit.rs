@@ -15,6 +15,12 @@
 //! transaction. That saves each of them a commit's CPU, the larger share
 //! of its cost once the disk is shared.
 //!
+//! A failed flush keeps its records queued for the next one (their
+//! writers may still be waiting for it). While flushes keep failing (a
+//! full or broken disk) every new record would wait in memory, so then
+//! the queue takes no more than its backlog limit and refuses the rest:
+//! those writers get an error at once, as they would from the disk.
+//!
 //! The flush itself is the caller's (for redb, one transaction committed
 //! with `Durability::Immediate`), so this knows no storage and its rules
 //! are tested on their own.
@@ -27,6 +33,8 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 pub struct GroupCommit<T> {
     state: Mutex<State<T>>,
     flushed: Condvar,
+    /// Most records held after a failed flush; see [`Backlog`].
+    max_backlog: usize,
 }
 
 #[derive(Debug)]
@@ -37,22 +45,17 @@ struct State<T> {
     durable: u64,
     /// A flush is running; waiters sleep instead of starting another.
     flushing: bool,
+    /// The last flush failed, and none has succeeded since.
+    failing: bool,
     /// Records the next flush writes, oldest first.
     queued: Vec<T>,
 }
 
-impl<T> Default for GroupCommit<T> {
-    fn default() -> Self {
-        GroupCommit {
-            state: Mutex::new(State {
-                numbered: 0,
-                durable: 0,
-                flushing: false,
-                queued: Vec::new(),
-            }),
-            flushed: Condvar::new(),
-        }
-    }
+/// Records refused by [`GroupCommit::queue`]: flushes have been failing
+/// and `queued` records already wait for one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backlog {
+    pub queued: usize,
 }
 
 /// A write that is not yet known to be on disk.
@@ -61,6 +64,22 @@ impl<T> Default for GroupCommit<T> {
 pub struct Pending(u64);
 
 impl<T> GroupCommit<T> {
+    /// `max_backlog` bounds the records held while flushes fail; it never
+    /// refuses records while they succeed, however many writers queue.
+    pub fn new(max_backlog: usize) -> Self {
+        GroupCommit {
+            state: Mutex::new(State {
+                numbered: 0,
+                durable: 0,
+                flushing: false,
+                failing: false,
+                queued: Vec::new(),
+            }),
+            flushed: Condvar::new(),
+            max_backlog,
+        }
+    }
+
     /// Numbers a commit that has just returned. Call it after the commit,
     /// never before: a flush started once this has returned then covers it.
     pub fn committed(&self) -> Pending {
@@ -69,12 +88,18 @@ impl<T> GroupCommit<T> {
         Pending(state.numbered)
     }
 
-    /// Queues records for the next flush to write, all in its transaction.
-    pub fn queue(&self, records: impl IntoIterator<Item = T>) -> Pending {
+    /// Queues records for the next flush to write, all in its transaction;
+    /// refuses them while flushes fail and the backlog is full.
+    pub fn queue(&self, records: impl IntoIterator<Item = T>) -> Result<Pending, Backlog> {
         let mut state = self.lock();
+        if state.failing && state.queued.len() >= self.max_backlog {
+            return Err(Backlog {
+                queued: state.queued.len(),
+            });
+        }
         state.queued.extend(records);
         state.numbered += 1;
-        Pending(state.numbered)
+        Ok(Pending(state.numbered))
     }
 
     /// Returns once `pending` is on disk, flushing with `flush` if no
@@ -106,6 +131,7 @@ impl<T> GroupCommit<T> {
             let flushed = flush(&records);
             state = self.lock();
             state.flushing = false;
+            state.failing = flushed.is_err();
             if flushed.is_ok() {
                 state.durable = state.durable.max(covers);
             } else {
@@ -132,9 +158,11 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Barrier};
 
+    const BACKLOG: usize = 4;
+
     #[test]
     fn one_writer_at_a_time_flushes_every_commit() {
-        let group = GroupCommit::<u32>::default();
+        let group = GroupCommit::<u32>::new(BACKLOG);
         let flushes = AtomicUsize::new(0);
         for _ in 0..3 {
             let pending = group.committed();
@@ -150,7 +178,7 @@ mod tests {
 
     #[test]
     fn a_commit_already_covered_by_a_flush_waits_for_none() {
-        let group = GroupCommit::<u32>::default();
+        let group = GroupCommit::<u32>::new(BACKLOG);
         let first = group.committed();
         let second = group.committed();
         let flushes = AtomicUsize::new(0);
@@ -166,7 +194,7 @@ mod tests {
     #[test]
     fn concurrent_writers_share_flushes() {
         const WRITERS: usize = 16;
-        let group = Arc::new(GroupCommit::<u32>::default());
+        let group = Arc::new(GroupCommit::<u32>::new(BACKLOG));
         let flushes = Arc::new(AtomicUsize::new(0));
         let all_committed = Arc::new(Barrier::new(WRITERS));
         let threads: Vec<_> = (0..WRITERS)
@@ -191,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_failed_flush_fails_its_writer_and_the_next_writer_flushes_again() {
-        let group = GroupCommit::<u32>::default();
+        let group = GroupCommit::<u32>::new(BACKLOG);
         let first = group.committed();
         let second = group.committed();
         assert_eq!(
@@ -214,9 +242,9 @@ mod tests {
 
     #[test]
     fn one_flush_writes_the_records_queued_by_all_writers_in_order() {
-        let group = GroupCommit::default();
-        let first = group.queue([1, 2]);
-        let second = group.queue([3]);
+        let group = GroupCommit::new(BACKLOG);
+        let first = group.queue([1, 2]).unwrap();
+        let second = group.queue([3]).unwrap();
         let written = Mutex::new(Vec::new());
         let flush = |records: &[u32]| {
             written.lock().unwrap().push(records.to_vec());
@@ -229,13 +257,13 @@ mod tests {
 
     #[test]
     fn records_of_a_failed_flush_are_written_by_the_next_one_before_later_records() {
-        let group = GroupCommit::default();
-        let first = group.queue([1]);
+        let group = GroupCommit::new(BACKLOG);
+        let first = group.queue([1]).unwrap();
         assert_eq!(
             group.wait_durable(first, |_| Err("disk full")),
             Err("disk full")
         );
-        let second = group.queue([2]);
+        let second = group.queue([2]).unwrap();
         let written = Mutex::new(Vec::new());
         group
             .wait_durable(second, |records: &[u32]| {
@@ -245,5 +273,29 @@ mod tests {
             .unwrap();
         assert_eq!(*written.lock().unwrap(), vec![1, 2]);
         group.wait_durable(first, |_| Err("not called")).unwrap();
+    }
+
+    #[test]
+    fn while_flushes_fail_the_backlog_is_bounded_and_drains_once_one_succeeds() {
+        let group = GroupCommit::new(BACKLOG);
+        let many = group.queue(0..10).unwrap();
+        assert!(
+            group.queue([10]).is_ok(),
+            "no flush has failed: any number may wait"
+        );
+        assert_eq!(
+            group.wait_durable(many, |_| Err("disk full")),
+            Err("disk full")
+        );
+        assert_eq!(group.queue([11]), Err(Backlog { queued: 11 }));
+        let written = Mutex::new(Vec::new());
+        group
+            .wait_durable(many, |records: &[u32]| {
+                written.lock().unwrap().extend_from_slice(records);
+                Ok::<(), ()>(())
+            })
+            .unwrap();
+        assert_eq!(*written.lock().unwrap(), (0..=10).collect::<Vec<_>>());
+        assert!(group.queue([11]).is_ok(), "taken again once flushed");
     }
 }

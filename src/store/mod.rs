@@ -109,6 +109,14 @@ pub enum StoreError {
     /// `reschedule` of an id that is not (or no longer) queued.
     #[error("queue item {id} does not exist")]
     NotQueued { id: u64 },
+    /// Flushes to disk have been failing and `queued` records already
+    /// wait for the next one: refused at once rather than held in memory.
+    #[error("{op}: {queued} records wait for a flush to {} that keeps failing", path.display())]
+    Backlog {
+        op: &'static str,
+        path: PathBuf,
+        queued: usize,
+    },
     /// `enqueue` when the queue already holds its limit.
     #[error("the outbound mail queue is full ({limit} messages, queue.max_messages)")]
     QueueFull { limit: usize },

@@ -77,6 +77,11 @@ pub struct RedbStore {
     group: GroupCommit<Added>,
 }
 
+/// Records held for the next flush once flushes fail (a full disk): a few
+/// seconds of a busy bridge's writes, a few MiB; their writers got the
+/// flush's error, and later ones get [`StoreError::Backlog`].
+const MAX_BACKLOG: usize = 10_000;
+
 /// A record that only adds (or replaces) one entry: queued for the next
 /// flush's transaction instead of committing one of its own. Both tables
 /// it goes to map a key to an expiry and opaque bytes.
@@ -127,7 +132,7 @@ impl RedbStore {
         let store = RedbStore {
             db,
             path,
-            group: GroupCommit::default(),
+            group: GroupCommit::new(MAX_BACKLOG),
         };
         store.create_tables()?;
         store.release_leases()?;
@@ -201,7 +206,14 @@ impl RedbStore {
     /// that is on disk.
     fn add(&self, name: &'static str, records: Vec<Added>) -> Result<(), StoreError> {
         let op = self.op(name);
-        let pending = self.group.queue(records);
+        let pending = self
+            .group
+            .queue(records)
+            .map_err(|backlog| StoreError::Backlog {
+                op: name,
+                path: self.path.clone(),
+                queued: backlog.queued,
+            })?;
         self.group
             .wait_durable(pending, |added| self.flush(added, op))
     }
