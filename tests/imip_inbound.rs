@@ -429,6 +429,11 @@ fn ingest_delivers_through_the_store_or_the_running_bridge_and_exits_like_sysexi
         err.contains("not a reply address this bridge issued"),
         "{err}"
     );
+    assert_eq!(
+        partstat(&cyrus, "ingest", "carol@mail.test").as_deref(),
+        Some("NEEDS-ACTION"),
+        "the refused reply must not reach Cyrus"
+    );
     // The running bridge holds the store: ingest hands the reply to its LMTP listener.
     let reply = reply_mail(
         dir.path(),

@@ -284,8 +284,10 @@ fn check_value_length(number: usize, name: &str, value: &str) -> Result<(), Itip
 /// Skips `key=value[,value...]` and returns what follows it.
 ///
 /// A value list is either quoted strings (which may hold `;`, `:` and `,`)
-/// or plain text without `"`; the parser splits a mixed or empty-quoted
-/// list at a quoted colon, which would shift the property value.
+/// or plain text without `"`. A mixed or empty-quoted list is refused: it
+/// has no one reading (general parsers split it at a quoted colon, which
+/// shifts the property value), and [`Property::param`] splits the
+/// parameters again with this same function.
 fn skip_parameter(text: &str) -> Result<&str, &'static str> {
     let key_len = text.find(|c| !is_name_char(c)).unwrap_or(text.len());
     if key_len == 0 {

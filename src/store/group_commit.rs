@@ -160,6 +160,14 @@ mod tests {
 
     const BACKLOG: usize = 4;
 
+    /// A flush that succeeds, appending the records it writes to `written`.
+    fn writes_to(written: &Mutex<Vec<u32>>) -> impl Fn(&[u32]) -> Result<(), ()> + '_ {
+        |records| {
+            written.lock().unwrap().extend_from_slice(records);
+            Ok(())
+        }
+    }
+
     #[test]
     fn one_writer_at_a_time_flushes_every_commit() {
         let group = GroupCommit::<u32>::new(BACKLOG);
@@ -265,12 +273,7 @@ mod tests {
         );
         let second = group.queue([2]).unwrap();
         let written = Mutex::new(Vec::new());
-        group
-            .wait_durable(second, |records: &[u32]| {
-                written.lock().unwrap().extend_from_slice(records);
-                Ok::<(), ()>(())
-            })
-            .unwrap();
+        group.wait_durable(second, writes_to(&written)).unwrap();
         assert_eq!(*written.lock().unwrap(), vec![1, 2]);
         group.wait_durable(first, |_| Err("not called")).unwrap();
     }
@@ -289,12 +292,7 @@ mod tests {
         );
         assert_eq!(group.queue([11]), Err(Backlog { queued: 11 }));
         let written = Mutex::new(Vec::new());
-        group
-            .wait_durable(many, |records: &[u32]| {
-                written.lock().unwrap().extend_from_slice(records);
-                Ok::<(), ()>(())
-            })
-            .unwrap();
+        group.wait_durable(many, writes_to(&written)).unwrap();
         assert_eq!(*written.lock().unwrap(), (0..=10).collect::<Vec<_>>());
         assert!(group.queue([11]).is_ok(), "taken again once flushed");
     }

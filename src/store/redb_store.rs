@@ -83,13 +83,20 @@ pub struct RedbStore {
 const MAX_BACKLOG: usize = 10_000;
 
 /// A record that only adds (or replaces) one entry: queued for the next
-/// flush's transaction instead of committing one of its own. Both tables
-/// it goes to map a key to an expiry and opaque bytes.
+/// flush's transaction instead of committing one of its own.
 struct Added {
-    table: TableDefinition<'static, &'static str, (u64, &'static [u8])>,
+    table: AddedTo,
     key: String,
     expires_at: UnixTime,
     value: Vec<u8>,
+}
+
+/// The tables [`Added`] records go to; both map a key to an expiry and
+/// opaque bytes.
+#[derive(Debug, Clone, Copy)]
+enum AddedTo {
+    Idempotency,
+    Sent,
 }
 
 impl fmt::Debug for RedbStore {
@@ -223,14 +230,22 @@ impl RedbStore {
     fn flush(&self, added: &[Added], op: Op<'_>) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write().during(op)?;
         txn.set_durability(Durability::Immediate);
-        for record in added {
-            let mut table = txn.open_table(record.table).during(op)?;
-            table
-                .insert(
-                    record.key.as_str(),
-                    (record.expires_at, record.value.as_slice()),
-                )
-                .during(op)?;
+        if !added.is_empty() {
+            // Each table opened once for the whole batch.
+            let mut idempotency = txn.open_table(IDEMPOTENCY).during(op)?;
+            let mut sent = txn.open_table(SENT).during(op)?;
+            for record in added {
+                let table = match record.table {
+                    AddedTo::Idempotency => &mut idempotency,
+                    AddedTo::Sent => &mut sent,
+                };
+                table
+                    .insert(
+                        record.key.as_str(),
+                        (record.expires_at, record.value.as_slice()),
+                    )
+                    .during(op)?;
+            }
         }
         txn.commit().during(op)
     }
@@ -429,7 +444,7 @@ impl Store for RedbStore {
 
     fn remember(&self, key: &str, value: &[u8], expires_at: UnixTime) -> Result<(), StoreError> {
         let record = Added {
-            table: IDEMPOTENCY,
+            table: AddedTo::Idempotency,
             key: key.to_owned(),
             expires_at,
             value: value.to_vec(),
@@ -460,7 +475,7 @@ impl Store for RedbStore {
                 let key = notice.message_id.to_ascii_lowercase();
                 let value = encode(notice, || sent_record(&key), op)?;
                 Ok(Added {
-                    table: SENT,
+                    table: AddedTo::Sent,
                     key,
                     expires_at,
                     value,
