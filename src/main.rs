@@ -757,14 +757,16 @@ fn queue_via_bridge(
     })
 }
 
-/// sysexits.h codes an MTA pipe transport understands.
-/// The read buffer under each plain HTTP connection. Pingora's default
-/// (64 KiB, for TLS's 16 KiB records) is allocated zeroed for every
-/// connection, so 1,000 kept-alive connections held 64 MiB of it, while an
-/// iSchedule request's head and body fit one page and are read into
-/// Pingora's own header buffer anyway. TLS listeners keep the default.
-const PLAIN_READ_BUFFER: usize = 4096;
+/// The read buffer under each plain HTTP connection: none. Pingora's
+/// default (64 KiB, for TLS's 16 KiB records) was allocated for every
+/// connection; a 4 KiB one still cost memory for nothing, because
+/// `connections::read_head` reads each request's head straight into the
+/// buffer Pingora then parses, and a buffer under it would only copy the
+/// bytes once more. Pingora reads its receivers' plain connections
+/// unbuffered too. TLS listeners keep the default.
+const PLAIN_READ_BUFFER: usize = 0;
 
+/// sysexits.h codes an MTA pipe transport understands.
 const EX_DATAERR: u8 = 65;
 const EX_NOUSER: u8 = 67;
 const EX_TEMPFAIL: u8 = 75;

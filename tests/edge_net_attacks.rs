@@ -647,3 +647,134 @@ fn smtp_sessions_per_relay_are_bounded() {
     );
     assert_eq!(relay.max_at_once(), 2, "transactions at once at the relay");
 }
+
+/// An iSchedule receiver that holds each POST for 0.3 s before answering
+/// 2.0 for the POST's recipient, and records the most requests it had at
+/// once. Capabilities GETs get 404, which the bridge takes leniently.
+struct SlowReceiver {
+    port: u16,
+    now: Arc<AtomicUsize>,
+    max: Arc<AtomicUsize>,
+    posts: Arc<AtomicUsize>,
+}
+
+impl SlowReceiver {
+    fn start() -> SlowReceiver {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind receiver");
+        let port = listener.local_addr().expect("addr").port();
+        let receiver = SlowReceiver {
+            port,
+            now: Arc::default(),
+            max: Arc::default(),
+            posts: Arc::default(),
+        };
+        let (now, max, posts) = (
+            receiver.now.clone(),
+            receiver.max.clone(),
+            receiver.posts.clone(),
+        );
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let (now, max, posts) = (now.clone(), max.clone(), posts.clone());
+                thread::spawn(move || {
+                    let at_once = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    max.fetch_max(at_once, Ordering::SeqCst);
+                    let _ = Self::answer(stream, &posts);
+                    now.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        receiver
+    }
+
+    /// One request per connection (`Connection: close`), so connections
+    /// at once are requests at once.
+    fn answer(mut stream: TcpStream, posts: &AtomicUsize) -> io::Result<()> {
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte)? == 1 {
+            request.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&request).into_owned();
+        let header = |name: &str| {
+            head.lines()
+                .find_map(|l| {
+                    let (n, v) = l.split_once(':')?;
+                    n.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                })
+                .unwrap_or_default()
+        };
+        let mut body = vec![0u8; header("Content-Length").parse().unwrap_or(0)];
+        stream.read_exact(&mut body)?;
+        if !head.starts_with("POST ") {
+            return stream.write_all(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+        thread::sleep(Duration::from_millis(300));
+        posts.fetch_add(1, Ordering::SeqCst);
+        let answer = format!(
+            "<?xml version=\"1.0\" encoding=\"utf-8\"?><schedule-response \
+             xmlns=\"urn:ietf:params:xml:ns:ischedule\"><response><recipient>{}</recipient>\
+             <request-status>2.0;Success</request-status></response></schedule-response>",
+            header("Recipient")
+        );
+        stream.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{answer}",
+                answer.len()
+            )
+            .as_bytes(),
+        )
+    }
+}
+
+/// Before: a burst of POSTs to one domain opened a connection to its
+/// receiver per POST at once (here 6: every POST waited at the receiver
+/// together).
+#[test]
+fn requests_per_receiver_are_bounded_and_the_rest_wait_their_turn() {
+    let receiver = SlowReceiver::start();
+    let port = free_port();
+    let _bridge = Bridge::start(
+        port,
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[limits]\nmax_requests_per_receiver = 2\n\
+             [[route]]\ndomain = \"slow.test\"\nto = \"http://127.0.0.1:{}/ischedule\"\n",
+            receiver.port
+        ),
+    );
+    let posts: Vec<_> = (0..6)
+        .map(|i| {
+            thread::spawn(move || {
+                let to = format!("mailto:user{i}@slow.test");
+                invite(port, &[to.as_str()], &format!("burst-{i}@example.com"))
+            })
+        })
+        .collect();
+    for (i, post) in posts.into_iter().enumerate() {
+        let r = post.join().expect("client thread");
+        assert_eq!(
+            statuses(&r),
+            vec![(
+                format!("mailto:user{i}@slow.test"),
+                "2.0;Success".to_string()
+            )],
+            "{:?}",
+            descriptions(&r)
+        );
+    }
+    assert_eq!(
+        receiver.posts.load(Ordering::SeqCst),
+        6,
+        "every POST arrived"
+    );
+    assert_eq!(
+        receiver.max.load(Ordering::SeqCst),
+        2,
+        "requests at once at the receiver"
+    );
+}

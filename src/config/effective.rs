@@ -161,6 +161,7 @@ fn limits(l: &super::Limits) -> file::Limits {
         max_date_time: l.max_date_time.map(|s| s.to_string()),
         max_redirects: Some(l.max_redirects as u64),
         max_response_bytes: Some(l.max_response_bytes as u64),
+        max_requests_per_receiver: Some(l.max_requests_per_receiver as u64),
         inline_attachments: Some(l.inline_attachments),
     }
 }

@@ -131,6 +131,7 @@ pub struct Limits {
     pub max_date_time: Option<String>,
     pub max_redirects: Option<u64>,
     pub max_response_bytes: Option<u64>,
+    pub max_requests_per_receiver: Option<u64>,
     pub inline_attachments: Option<bool>,
 }
 

@@ -401,6 +401,9 @@ pub struct Limits {
     /// Receivers answering more than this are cut off (a schedule-response
     /// with calendar-data for many recipients is the largest legitimate one).
     pub max_response_bytes: usize,
+    /// Requests in flight at once to one receiver (scheme, host, port);
+    /// the others wait their turn within the receiver timeout.
+    pub max_requests_per_receiver: usize,
     pub inline_attachments: bool,
 }
 

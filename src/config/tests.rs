@@ -200,6 +200,7 @@ min_date_time = "19900101T000000Z"
 max_date_time = "20900101T000000Z"
 max_redirects = 5
 max_response_bytes = 8192
+max_requests_per_receiver = 16
 inline_attachments = true
 
 [timeouts]

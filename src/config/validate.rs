@@ -903,6 +903,13 @@ fn senders(c: &Checker, s: file::Senders) -> Result<Senders, ConfigError> {
     })
 }
 
+/// Requests in flight at once to one receiver. A calendar server takes
+/// dozens at once from one peer, not thousands (Cyrus forks a process per
+/// connection); past this the bridge queues instead of opening more
+/// connections, which also keeps a burst's memory to the requests being
+/// sent (bench/PROFILE.md, "One receiver, a bounded number of requests").
+const DEFAULT_REQUESTS_PER_RECEIVER: u64 = 64;
+
 fn limits(c: &Checker, l: file::Limits) -> Result<Limits, ConfigError> {
     let max_content_length = l.max_content_length.unwrap_or(1 << 20);
     if !(1024..=64 << 20).contains(&max_content_length) {
@@ -936,6 +943,13 @@ fn limits(c: &Checker, l: file::Limits) -> Result<Limits, ConfigError> {
             "must be between 4096 and 268435456",
         ));
     }
+    let max_requests_per_receiver = bounded(
+        c,
+        "limits.max_requests_per_receiver",
+        l.max_requests_per_receiver,
+        DEFAULT_REQUESTS_PER_RECEIVER,
+        100_000,
+    )? as usize;
     Ok(Limits {
         max_content_length,
         max_recipients: max_recipients as usize,
@@ -944,6 +958,7 @@ fn limits(c: &Checker, l: file::Limits) -> Result<Limits, ConfigError> {
         max_date_time,
         max_redirects: max_redirects as usize,
         max_response_bytes: max_response_bytes as usize,
+        max_requests_per_receiver,
         inline_attachments: l.inline_attachments.unwrap_or(false),
     })
 }

@@ -21,6 +21,7 @@ use rustls_pki_types::CertificateDer;
 
 use crate::config::Config;
 use crate::discovery::{DnsResolver, Origin, TargetPolicy};
+use crate::scheduling::peer_slots::PeerSlots;
 
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -80,6 +81,14 @@ pub enum UpstreamError {
     /// nothing was sent.
     #[error("{endpoint} not contacted: {reasons}")]
     Refused { endpoint: String, reasons: String },
+    /// All of the endpoint's slots stayed taken for the whole timeout:
+    /// nothing was sent.
+    #[error("{endpoint} busy: {limit} requests in flight to it for {secs:.0} s (limits.max_requests_per_receiver)")]
+    Busy {
+        endpoint: String,
+        limit: usize,
+        secs: f64,
+    },
 }
 
 impl UpstreamError {
@@ -87,13 +96,16 @@ impl UpstreamError {
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
-            UpstreamError::Unreachable { .. } | UpstreamError::Refused { .. }
+            UpstreamError::Unreachable { .. }
+                | UpstreamError::Refused { .. }
+                | UpstreamError::Busy { .. }
         )
     }
 }
 
 pub struct Upstream {
     connector: Connector,
+    slots: PeerSlots<Endpoint>,
     ca: Option<Arc<CaType>>,
     resolver: Arc<DnsResolver>,
     policy: TargetPolicy,
@@ -111,6 +123,7 @@ impl Upstream {
             // than that close their receiver connections after each answer
             // and open new ones for the next.
             connector: Connector::new(Some(ConnectorOptions::new(config.server.max_connections))),
+            slots: PeerSlots::new(config.limits.max_requests_per_receiver),
             ca,
             resolver,
             policy: TargetPolicy::from_config(config),
@@ -121,25 +134,34 @@ impl Upstream {
     }
 
     /// Sends to each address of the endpoint's host that the target policy
-    /// allows, in turn, until one connects; the whole exchange is bounded by
-    /// the receiver timeout. The address checked is the one connected to:
-    /// the peer is built from it, so nothing resolves the name again.
+    /// allows, in turn, until one connects, once one of the endpoint's slots
+    /// is free; the wait and the exchange together are bounded by the
+    /// receiver timeout. The address checked is the one connected to: the
+    /// peer is built from it, so nothing resolves the name again.
     pub async fn send(
         &self,
         endpoint: &Endpoint,
         request: &Request<'_>,
     ) -> Result<Response, UpstreamError> {
         let secs = self.request_timeout.as_secs_f64();
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        // Taken before the exchange exists: a waiting request holds neither
+        // a connection nor the exchange's state.
+        let Ok(_slot) = tokio::time::timeout_at(deadline, self.slots.acquire(endpoint)).await
+        else {
+            return Err(UpstreamError::Busy {
+                endpoint: endpoint.to_string(),
+                limit: self.slots.per_peer(),
+                secs,
+            });
+        };
         // Boxed: the exchange's state (Pingora's client session, its
         // timers) runs to several KiB, and unboxed it would be part of every
         // future awaiting this one, each of which async_trait moves to the
         // heap, copying it whole, even when no request is sent at all (a
         // cached capabilities document). bench/PROFILE.md has the numbers.
-        match tokio::time::timeout(
-            self.request_timeout,
-            Box::pin(self.send_any_address(endpoint, request)),
-        )
-        .await
+        match tokio::time::timeout_at(deadline, Box::pin(self.send_any_address(endpoint, request)))
+            .await
         {
             Ok(result) => result,
             Err(_) => Err(UpstreamError::Timeout {
@@ -211,26 +233,32 @@ impl Upstream {
         peer: &HttpPeer,
         request: &Request<'_>,
     ) -> Result<Response, UpstreamError> {
-        let (session, reused) = self.connector.get_http_session(peer).await.map_err(|e| {
-            UpstreamError::Unreachable {
-                endpoint: endpoint.to_string(),
-                reason: e.to_string(),
-            }
-        })?;
+        let (session, reused) = self.connect(endpoint, peer).await?;
         match self.round_trip(endpoint, peer, session, request).await {
             Err(RoundTripError::BeforeAnswer(_)) if reused => {
-                let (fresh, _) = self.connector.get_http_session(peer).await.map_err(|e| {
-                    UpstreamError::Unreachable {
-                        endpoint: endpoint.to_string(),
-                        reason: e.to_string(),
-                    }
-                })?;
+                let (fresh, _) = self.connect(endpoint, peer).await?;
                 self.round_trip(endpoint, peer, fresh, request)
                     .await
                     .map_err(RoundTripError::into_inner)
             }
             other => other.map_err(RoundTripError::into_inner),
         }
+    }
+
+    /// A pooled connection, or a new one. Pingora's connect (TCP and TLS
+    /// handshakes) is boxed: its state, about 9 KiB, would otherwise be part
+    /// of the exchange's and stay allocated while the answer is awaited.
+    async fn connect(
+        &self,
+        endpoint: &Endpoint,
+        peer: &HttpPeer,
+    ) -> Result<(pingora::protocols::http::client::HttpSession, bool), UpstreamError> {
+        Box::pin(self.connector.get_http_session(peer))
+            .await
+            .map_err(|e| UpstreamError::Unreachable {
+                endpoint: endpoint.to_string(),
+                reason: e.to_string(),
+            })
     }
 
     async fn round_trip(
@@ -347,4 +375,69 @@ fn trust_store(extra: &std::path::Path) -> Result<Arc<CaType>, std::io::Error> {
             .map(|c| WrappedX509::new(c.to_vec(), parse_x509)),
     );
     Ok(Arc::from(certs.into_boxed_slice()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A listener that counts the connections made to it.
+    fn counting_listener() -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                count.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        (port, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_request_finding_every_slot_taken_until_its_timeout_sends_nothing() {
+        let config = Config::parse(
+            "[limits]\nmax_requests_per_receiver = 1\n[timeouts]\nreceiver_secs = 0.3\n",
+            "test",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let resolver = Arc::new(DnsResolver::new(&config.dns, config.timeouts.dns).unwrap());
+        let upstream = Upstream::new(&config, resolver).unwrap();
+        let (port, accepted) = counting_listener();
+        let endpoint = Endpoint {
+            tls: false,
+            host: "127.0.0.1".into(),
+            port,
+            origin: Origin::Configured,
+        };
+        let request = Request {
+            method: "GET",
+            path_and_query: "/ischedule?action=capabilities",
+            headers: &[],
+            body: Bytes::new(),
+        };
+        let held = upstream.slots.acquire(&endpoint).await;
+        let error = upstream.send(&endpoint, &request).await.unwrap_err();
+        assert!(
+            matches!(error, UpstreamError::Busy { limit: 1, .. }),
+            "{error}"
+        );
+        assert!(error.is_unreachable(), "the next target may be tried");
+        assert!(
+            error
+                .to_string()
+                .contains("limits.max_requests_per_receiver"),
+            "{error}"
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 0, "nothing was sent");
+        // Once the slot is free the same request goes out.
+        drop(held);
+        let _ = upstream.send(&endpoint, &request).await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
 }

@@ -10,7 +10,8 @@
 //! ([`merge`]). Native and mail delivery sit behind the traits of
 //! [`delivery`]; the HTTP and SMTP adapters implement them from above, so
 //! nothing here opens a socket. [`sender`] holds who may ask for what, and
-//! [`failure_report`] how an organizer hears that mail will not arrive.
+//! [`failure_report`] how an organizer hears that mail will not arrive;
+//! [`peer_slots`] how many exchanges run at once with one peer.
 
 pub mod delivery;
 pub mod failure_report;
@@ -18,6 +19,7 @@ pub mod fallback;
 pub mod idempotency;
 pub mod merge;
 pub mod native;
+pub mod peer_slots;
 pub mod plan;
 pub mod sender;
 

@@ -12,7 +12,6 @@
 //! of time the connection is dropped with it, and only connections that ended
 //! a transaction cleanly are parked for reuse.
 
-use std::collections::HashMap;
 use std::error::Error as _;
 use std::fs;
 use std::io::{self, Write as _};
@@ -29,12 +28,13 @@ use lettre::transport::smtp::extension::{ClientId, Extension};
 use lettre::transport::smtp::Error as SmtpError;
 use lettre::Address;
 use tokio::net::TcpStream;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use url::Url;
 
 use crate::discovery::resolver::DnsFailure;
 use crate::discovery::{DnsResolver, Origin, TargetPolicy};
 use crate::metrics::{self, MailOutcome};
+use crate::scheduling::peer_slots::PeerSlots;
 use crate::smtp::{
     AcceptedBy, Deferral, EnhancedStatus, Outcome, ReplyCode, Route, RouteError, Security,
     SmtpReply,
@@ -115,44 +115,8 @@ pub struct Transport {
     /// Checks the MX addresses of [`Route::Direct`]: recipient domains
     /// (and so their MX records) are chosen by whoever sends the invitation.
     policy: TargetPolicy,
-    sessions: SessionSlots,
-}
-
-/// Bounds the SMTP sessions open at once to each server, so a burst of
-/// invitations cannot open hundreds of sessions to one relay or MX (which
-/// would look like an attack to it, and cost the bridge descriptors).
-struct SessionSlots {
-    per_host: usize,
-    /// Only servers with a session open or awaited have an entry.
-    hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-impl SessionSlots {
-    fn new(per_host: usize) -> SessionSlots {
-        SessionSlots {
-            per_host,
-            hosts: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Waits for a free session slot at `host`; the slot is held until the
-    /// permit is dropped (with the connection). The wait is bounded by the
-    /// caller's send timeout.
-    async fn acquire(&self, host: &str) -> OwnedSemaphorePermit {
-        let semaphore = {
-            let mut hosts = self.hosts.lock().unwrap_or_else(PoisonError::into_inner);
-            // A server nobody holds or waits for needs no entry.
-            hosts.retain(|_, s| Arc::strong_count(s) > 1);
-            hosts
-                .entry(host.to_string())
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_host)))
-                .clone()
-        };
-        semaphore
-            .acquire_owned()
-            .await
-            .expect("session semaphores are never closed")
-    }
+    /// Bounds the SMTP sessions open at once to each server.
+    sessions: PeerSlots<String>,
 }
 
 /// A relay server, resolved from its URL once.
@@ -224,7 +188,7 @@ impl Transport {
             direct_port: 25,
             relay,
             policy: TargetPolicy::default(),
-            sessions: SessionSlots::new(DEFAULT_SESSIONS_PER_HOST),
+            sessions: PeerSlots::new(DEFAULT_SESSIONS_PER_HOST),
         })
     }
 
@@ -237,7 +201,7 @@ impl Transport {
 
     /// SMTP sessions open at once to one relay or MX address (at least 1).
     pub fn with_max_sessions_per_host(mut self, sessions: usize) -> Transport {
-        self.sessions = SessionSlots::new(sessions.max(1));
+        self.sessions = PeerSlots::new(sessions);
         self
     }
 
@@ -322,7 +286,7 @@ impl Transport {
         .await;
         // Parked while the slot is still held, so the next send to take the
         // slot finds the connection.
-        relay.park(conn, held, self.sessions.per_host);
+        relay.park(conn, held, self.sessions.per_peer());
         drop(slot);
         outcome
     }
