@@ -22,6 +22,52 @@ const MAX_DEPTH: usize = 8;
 /// low enough that parsing stays cheap.
 const MAX_CONTENT_LINES: usize = 10_000;
 
+/// The text with every fold (a line break followed by one space or tab,
+/// RFC 5545 3.1) taken out, as `icalendar`'s `unfold` did: CRLF or a bare
+/// LF before the space or tab, each fold removed once, left to right.
+/// Borrowed when there is none to take out, which is most calendars.
+pub(super) fn unfold(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let fold_at = |i: usize| -> usize {
+        let wsp = |j: usize| matches!(bytes.get(j), Some(b' ' | b'\t'));
+        match bytes[i] {
+            b'\r' if bytes.get(i + 1) == Some(&b'\n') && wsp(i + 2) => 3,
+            b'\n' if wsp(i + 1) => 2,
+            _ => 0,
+        }
+    };
+    // Every fold has an LF followed by a space or tab; `match_indices`
+    // finds the LFs with memchr, where most calendars end the search.
+    let Some(first) = text
+        .match_indices('\n')
+        .map(|(lf, _)| lf)
+        .find(|&lf| matches!(bytes.get(lf + 1), Some(b' ' | b'\t')))
+        .map(|lf| {
+            if lf > 0 && bytes[lf - 1] == b'\r' {
+                lf - 1
+            } else {
+                lf
+            }
+        })
+    else {
+        return Cow::Borrowed(text);
+    };
+    let mut out = Vec::with_capacity(bytes.len());
+    out.extend_from_slice(&bytes[..first]);
+    let mut i = first;
+    while i < bytes.len() {
+        match fold_at(i) {
+            0 => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+            len => i += len,
+        }
+    }
+    // Only ASCII bytes were taken out, so what is left is still UTF-8.
+    Cow::Owned(String::from_utf8(out).expect("removing ASCII keeps UTF-8 whole"))
+}
+
 pub(super) fn invalid_data(description: impl Into<String>) -> ItipError {
     ItipError::new(Fault::InvalidCalendarData, description)
 }
@@ -362,4 +408,39 @@ fn after_root(number: usize, line: &str) -> ItipError {
         "content line {number} {} follows END:VCALENDAR; only one iCalendar object is allowed",
         quote(line)
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every string of up to 7 characters over the characters folds are
+    /// made of (the longest fold is 3), unfolded as `icalendar` did.
+    #[test]
+    fn unfolds_every_short_string_as_icalendar_did() {
+        const ALPHABET: [char; 5] = ['\r', '\n', ' ', '\t', 'é'];
+        let mut compared = 0;
+        for len in 0..=7u32 {
+            for n in 0..ALPHABET.len().pow(len) {
+                let mut rest = n;
+                let text: String = (0..len)
+                    .map(|_| {
+                        let c = ALPHABET[rest % ALPHABET.len()];
+                        rest /= ALPHABET.len();
+                        c
+                    })
+                    .collect();
+                assert_eq!(unfold(&text), icalendar::parser::unfold(&text), "{text:?}");
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 97_656);
+    }
+
+    #[test]
+    fn text_without_folds_is_borrowed() {
+        let text = "BEGIN:VCALENDAR\r\nSUMMARY:a b\r\nEND:VCALENDAR\r\n";
+        assert!(matches!(unfold(text), Cow::Borrowed(_)));
+        assert_eq!(unfold("SUMMARY:a\r\n b\n\tc"), "SUMMARY:abc");
+    }
 }

@@ -12,9 +12,7 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 
-use icalendar::parser::unfold;
-
-use super::content::{invalid_data, quote, read_content, text_value, Component, Property};
+use super::content::{invalid_data, quote, read_content, text_value, unfold, Component, Property};
 use super::error::{Fault, ItipError};
 use crate::itip::{CalAddress, ComponentKind, Method, Stamp};
 
@@ -1016,7 +1014,9 @@ END:VCALENDAR
     /// parameters asked for.
     fn agrees_with_icalendar(body: &str) {
         use icalendar::parser::{read_calendar, Component as Theirs};
-        let unfolded = unfold(body.strip_prefix('\u{feff}').unwrap_or(body));
+        let body = body.strip_prefix('\u{feff}').unwrap_or(body);
+        let unfolded = unfold(body);
+        assert_eq!(unfolded, icalendar::parser::unfold(body), "unfolded");
         let ours = read_content(&unfolded).unwrap();
         let mut text = String::new();
         for line in unfolded.split('\n') {
